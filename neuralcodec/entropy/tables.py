@@ -120,13 +120,13 @@ def unpack_escapes(data: bytes, pos: int = 0, limit: int | None = None):
         while True:
             if pos >= len(data):
                 raise ValueError("escape block truncated")
+            if shift >= 63:
+                raise ValueError("escape value too long")
             byte = data[pos]
             pos += 1
             u |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
                 break
-            if shift > 63:
-                raise ValueError("escape value too long")
         values.append((u >> 1) if not u & 1 else -((u + 1) >> 1))
     return np.array(values, dtype=np.int64), pos

@@ -1,0 +1,672 @@
+"""Rate-distortion benchmark: our codec against Pillow's JPEG, WebP and AVIF.
+
+One job: produce the rate-distortion numbers we publish, reproducibly, from one
+command.  For every image of a directory it sweeps each codec over a set of
+quality settings, decodes, and records the whole-file size in bits per pixel,
+RGB PSNR, RGB MS-SSIM and encode/decode seconds; it then averages per
+operating point (mean bpp and mean PSNR over images at each quality, the
+CompressAI convention), computes Bjøntegaard delta rates between the curves
+and, optionally, against published Kodak curves (anchors).
+
+    python benchmarks/rd.py /work/shared/data/kodak --out results/ --plot \\
+        --anchors /work/shared/anchors/kodak
+
+Outputs: a Markdown report on stdout (headed by the exact command line), and in
+``--out``: ``rd.json`` (every per-image and averaged point, settings and
+library versions), ``rd.md`` (the report) and, with ``--plot`` and matplotlib,
+``rd.png``.
+
+The functions are importable (``measure_ours``, ``measure_pillow``,
+``summarize``, ``bd_rates``, ``load_anchors``, ``report``, ``run``, ``main``)
+so a ``vaez bench`` command can reuse them.
+
+Conventions worth knowing when reading the numbers:
+
+* bpp = 8 * len(file) / (W * H) for every codec we run, header included.
+  Published anchors (CompressAI's JSON files) count only the entropy-coded
+  payload, so BD-rates against anchors are slightly pessimistic for us.
+* MS-SSIM in dB is -10*log10(1 - mean MS-SSIM), the mean of the linear values
+  taken over images first (as CompressAI plots it); BD-rates "in MS-SSIM"
+  use that dB scale as the quality axis.
+* Every input is converted to RGB (alpha dropped, EXIF orientation applied)
+  before any codec sees it, so all codecs get identical pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+if __package__ in (None, ""):
+    # Run as a script (python benchmarks/rd.py): make the repository importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from PIL import Image, ImageOps, features
+
+from benchmarks.bdrate import bd_rate_result
+from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr
+
+__all__ = [
+    "DEFAULT_QUALITIES", "BASELINES", "CodecUnavailable", "load_images", "load_ours", "measure",
+    "measure_ours", "measure_pillow", "summarize", "bd_rates", "load_anchors",
+    "anchor_bd_rates", "environment", "report", "plot", "run", "main",
+]
+
+DEFAULT_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 92, 100]
+
+# Quality sweeps chosen so each baseline spans roughly 0.1-0.2 to 2-4 bpp on
+# Kodak (JPEG cannot go much below 0.2 bpp at any quality).
+BASELINES = {
+    "JPEG": {
+        "format": "JPEG",
+        "qualities": [5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95],
+        "options": {"subsampling": "4:2:0", "optimize": False, "progressive": False},
+        "description": "Pillow/libjpeg-turbo, 4:2:0 chroma, baseline, standard Huffman tables",
+    },
+    "WebP": {
+        "format": "WEBP",
+        "qualities": [0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
+        "options": {"method": 6},
+        "description": "Pillow/libwebp lossy, method=6 (slowest, best), 4:2:0",
+    },
+    "AVIF": {
+        "format": "AVIF",
+        "qualities": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90],
+        "options": {"speed": 6, "subsampling": "4:2:0"},
+        "description": "Pillow/libavif, Pillow defaults except quality: speed=6, 4:2:0",
+    },
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pnm", ".avif", ".gif", ".tga"}
+
+
+class CodecUnavailable(RuntimeError):
+    """A codec cannot be measured here (not installed, no weights, ...)."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+def load_images(directory, limit: int | None = None) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) for every image file in ``directory``, sorted by name.
+
+    EXIF orientation is applied and everything is converted to 8-bit RGB, so
+    each codec is handed the same pixels.  ``limit`` keeps the first N.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SystemExit(f"error: {directory} is not a directory")
+    images = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if limit is not None and len(images) >= limit:
+            break
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                images.append((path.name, im.convert("RGB")))
+        except OSError as exc:
+            _log(f"skipping {path.name}: {exc}")
+    if not images:
+        raise SystemExit(f"error: no readable images in {directory}")
+    return images
+
+
+def load_ours():
+    """(module, None) when ``neuralcodec.compress``/``decompress`` exist, else
+    (None, reason)."""
+    try:
+        import neuralcodec
+    except ImportError as exc:
+        return None, f"neuralcodec cannot be imported ({exc})"
+    if not (callable(getattr(neuralcodec, "compress", None))
+            and callable(getattr(neuralcodec, "decompress", None))):
+        return None, "neuralcodec has no compress()/decompress() yet"
+    return neuralcodec, None
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+Encoder = Callable[[Image.Image, float], bytes]
+Decoder = Callable[[bytes], Image.Image]
+
+
+def measure(name: str, encode: Encoder, decode: Decoder, images, qualities,
+            progress: bool = True) -> list[dict]:
+    """Per-image points of one codec: for each quality and image, encode,
+    decode and measure.  Returns a list of dicts (quality, image, width,
+    height, bytes, bpp, psnr, ms_ssim, enc_s, dec_s)."""
+    points = []
+    for quality in qualities:
+        start = time.perf_counter()
+        for image_name, image in images:
+            original = np.asarray(image)
+            t0 = time.perf_counter()
+            data = encode(image, quality)
+            t1 = time.perf_counter()
+            decoded = decode(data)
+            t2 = time.perf_counter()
+            if decoded.size != image.size:
+                raise RuntimeError(f"{name} q={quality:g} {image_name}: decoded size "
+                                   f"{decoded.size} != original {image.size}")
+            rec = np.asarray(decoded.convert("RGB") if decoded.mode != "RGB" else decoded)
+            width, height = image.size
+            if min(width, height) >= MIN_SIDE:
+                ssim = ms_ssim(original, rec)
+            else:
+                ssim = math.nan
+            points.append({
+                "quality": quality, "image": image_name, "width": width, "height": height,
+                "bytes": len(data), "bpp": 8.0 * len(data) / (width * height),
+                "psnr": psnr(original, rec), "ms_ssim": ssim,
+                "enc_s": t1 - t0, "dec_s": t2 - t1,
+            })
+        if progress:
+            done = [p for p in points if p["quality"] == quality]
+            _log(f"  {name:>10s} q={quality:<6g} {np.mean([p['bpp'] for p in done]):7.4f} bpp "
+                 f"{np.mean([p['psnr'] for p in done]):6.2f} dB  "
+                 f"({len(done)} images, {time.perf_counter() - start:.1f} s)")
+    return points
+
+
+def _pillow_encoder(fmt: str, options: dict) -> Encoder:
+    def encode(image: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, fmt, quality=int(round(quality)), **options)
+        return buf.getvalue()
+    return encode
+
+
+def _pillow_decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.convert("RGB") if im.mode != "RGB" else im.copy()
+
+
+def measure_pillow(name: str, images, qualities=None, options: dict | None = None,
+                   fmt: str | None = None, threads: int | None = None,
+                   progress: bool = True) -> dict:
+    """Sweep one Pillow codec (``name`` a key of BASELINES, or pass ``fmt``).
+
+    Returns a codec record: name, kind, settings, per_image points and the
+    averaged ``points`` (see ``summarize``).  ``threads`` caps AVIF's encoder
+    threads (Pillow's default is every CPU).
+    """
+    spec = BASELINES.get(name, {})
+    fmt = fmt or spec["format"]
+    qualities = list(qualities if qualities is not None else spec["qualities"])
+    options = dict(spec.get("options", {}) if options is None else options)
+    if fmt == "AVIF" and threads:
+        options.setdefault("max_threads", threads)
+    if fmt == "AVIF" and not features.check("avif"):
+        raise CodecUnavailable("this Pillow has no AVIF support")
+    if fmt == "WEBP" and not features.check("webp"):
+        raise CodecUnavailable("this Pillow has no WebP support")
+    encode = _pillow_encoder(fmt, options)
+    _pillow_decode(encode(images[0][1], qualities[len(qualities) // 2]))   # warm-up
+    per_image = measure(name, encode, _pillow_decode, images, qualities, progress)
+    return {
+        "name": name, "kind": "baseline",
+        "settings": {"format": fmt, "qualities": qualities, "options": options,
+                     "description": spec.get("description", "")},
+        "per_image": per_image, "points": summarize(per_image),
+    }
+
+
+def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours",
+                 progress: bool = True) -> dict:
+    """Sweep our codec (``neuralcodec.compress``/``decompress``) over qualities.
+
+    Returns a codec record like ``measure_pillow``.  Raises CodecUnavailable
+    when the codec is absent or fails on a warm-up image (for instance no
+    trained weights yet).  That first compress/decompress, which loads the
+    model, is not timed.
+    """
+    codec, reason = load_ours()
+    if codec is None:
+        raise CodecUnavailable(reason)
+    qualities = list(qualities if qualities is not None else DEFAULT_QUALITIES)
+
+    def encode(image, quality):
+        return codec.compress(image, quality=quality, coder=coder)
+
+    try:
+        codec.decompress(encode(images[0][1], 75))   # warm-up: loads the model
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable yet"
+        raise CodecUnavailable(f"the codec failed on a warm-up image "
+                               f"({type(exc).__name__}: {exc})") from exc
+    per_image = measure(name, encode, codec.decompress, images, qualities, progress)
+    settings = {"qualities": qualities, "coder": coder,
+                "version": getattr(codec, "__version__", None)}
+    try:
+        from neuralcodec.codec import default_codec
+        settings["model_id"] = default_codec().model_id
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    return {"name": name, "kind": "ours", "settings": settings,
+            "per_image": per_image, "points": summarize(per_image)}
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = [v for v in values]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summarize(per_image: list[dict]) -> list[dict]:
+    """One averaged point per quality: mean bpp, mean PSNR (dB, of the
+    per-image PSNRs), mean MS-SSIM (linear) and its dB value, mean encode
+    and decode seconds per image."""
+    qualities = sorted({p["quality"] for p in per_image})
+    points = []
+    for q in qualities:
+        rows = [p for p in per_image if p["quality"] == q]
+        ssim = _mean(p["ms_ssim"] for p in rows)
+        points.append({
+            "quality": q, "images": len(rows),
+            "bpp": _mean(p["bpp"] for p in rows),
+            "psnr": _mean(p["psnr"] for p in rows),
+            "ms_ssim": ssim, "ms_ssim_db": msssim_db(ssim),
+            "enc_s": _mean(p["enc_s"] for p in rows),
+            "dec_s": _mean(p["dec_s"] for p in rows),
+        })
+    return points
+
+
+# -- BD-rates -------------------------------------------------------------------------------
+
+def _curve(record: dict, metric: str) -> tuple[list[float], list[float]]:
+    key = "psnr" if metric == "psnr" else "ms_ssim_db"
+    return [p["bpp"] for p in record["points"]], [p[key] for p in record["points"]]
+
+
+def _bd(anchor: dict, test: dict, metric: str) -> dict:
+    ra, qa = _curve(anchor, metric)
+    rt, qt = _curve(test, metric)
+    return bd_rate_result(ra, qa, rt, qt).as_dict()
+
+
+def bd_rates(records: list[dict], anchors: list[str]) -> dict:
+    """BD-rate (percent) of every record against every record named in
+    ``anchors`` (itself excluded), in PSNR and in MS-SSIM dB:
+    ``result[test][anchor][metric] -> {"bd_rate", "overlap", "note"}``."""
+    by_name = {r["name"]: r for r in records}
+    result: dict = {}
+    for test in records:
+        for anchor_name in anchors:
+            if anchor_name == test["name"] or anchor_name not in by_name:
+                continue
+            result.setdefault(test["name"], {})[anchor_name] = {
+                metric: _bd(by_name[anchor_name], test, metric) for metric in ("psnr", "ms_ssim")}
+    return result
+
+
+def load_anchors(directory) -> list[dict]:
+    """Published curves from ``*.json`` files holding ``{"name", "results":
+    {"bpp", "psnr-rgb", "ms-ssim-rgb" | "ms-ssim-db-rgb"}}`` (CompressAI's
+    format), as codec records of kind "anchor"."""
+    records = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            res = doc["results"]
+            bpp, db = res["bpp"], res["psnr-rgb"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _log(f"skipping anchor {path.name}: {exc}")
+            continue
+        if "ms-ssim-rgb" in res:
+            ssim_db = [msssim_db(v) for v in res["ms-ssim-rgb"]]
+            ssim = list(res["ms-ssim-rgb"])
+        elif "ms-ssim-db-rgb" in res:
+            ssim_db = list(res["ms-ssim-db-rgb"])
+            ssim = [1 - 10 ** (-v / 10) for v in ssim_db]
+        else:
+            ssim_db = ssim = [math.nan] * len(bpp)
+        points = [{"bpp": float(b), "psnr": float(p), "ms_ssim": float(s),
+                   "ms_ssim_db": float(d)} for b, p, s, d in zip(bpp, db, ssim, ssim_db)]
+        points.sort(key=lambda p: p["bpp"])
+        records.append({"name": str(doc.get("name") or path.stem), "kind": "anchor",
+                        "settings": {"file": path.name, "description": doc.get("description", ""),
+                                     "bpp_excludes_header": True},
+                        "points": points})
+    return records
+
+
+def anchor_bd_rates(records: list[dict], anchors: list[dict]) -> dict:
+    """BD-rate of every measured record against every anchor:
+    ``result[test][anchor][metric]``."""
+    result: dict = {}
+    for test in records:
+        for anchor in anchors:
+            result.setdefault(test["name"], {})[anchor["name"]] = {
+                metric: _bd(anchor, test, metric) for metric in ("psnr", "ms_ssim")}
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+def _library_versions() -> dict:
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import PIL
+        versions["pillow"] = PIL.__version__
+        versions["libjpeg-turbo"] = features.version("libjpeg_turbo")
+        versions["libwebp"] = features.version("webp")
+        versions["libavif"] = features.version("avif")
+        from PIL import _avif  # private, informative only
+        versions["avif_codecs"] = _avif.codec_versions()
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    try:
+        import torch
+        versions["torch"] = torch.__version__
+        versions["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return versions
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Library versions, thread count, CPU and git revision, for the JSON."""
+    return {"versions": _library_versions(), "git": _git_revision(),
+            "machine": platform.machine(), "processor": platform.processor(),
+            "cpus": os.cpu_count()}
+
+
+def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:{spec}}{suffix}"
+
+
+def _bd_cell(entry: dict | None) -> str:
+    if not entry or entry.get("bd_rate") is None:
+        return "—"
+    mark = "*" if entry.get("note") else ""
+    return f"{entry['bd_rate']:+.1f}%{mark}"
+
+
+def report(results: dict) -> str:
+    """The Markdown report of a ``run`` result."""
+    lines = [f"$ {results['command']}", ""]
+    images = results["images"]
+    lines.append(f"{len(images)} images from `{results['directory']}`; "
+                 f"git {results['environment'].get('git')}; "
+                 f"Pillow {results['environment']['versions'].get('pillow')}.")
+    lines.append("")
+    records = results["codecs"]
+    measured = [r for r in records if r["kind"] != "anchor"]
+    baselines = [r["name"] for r in measured if r["kind"] == "baseline"]
+
+    lines.append("## Codecs")
+    lines.append("")
+    lines.append("| codec | settings | points | bpp range | PSNR range (dB) | enc s/img | dec s/img |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in measured:
+        pts = r["points"]
+        s = r["settings"]
+        desc = s.get("description") or f"coder={s.get('coder')}, model {s.get('model_id', '?')}"
+        lines.append(
+            f"| {r['name']} | {desc} | {len(pts)} | "
+            f"{min(p['bpp'] for p in pts):.3f}–{max(p['bpp'] for p in pts):.3f} | "
+            f"{min(p['psnr'] for p in pts):.2f}–{max(p['psnr'] for p in pts):.2f} | "
+            f"{_fmt(_mean(p['enc_s'] for p in pts), '.3f')} | "
+            f"{_fmt(_mean(p['dec_s'] for p in pts), '.3f')} |")
+    lines.append("")
+
+    if baselines:
+        lines.append("## BD-rate (negative: fewer bits than the column codec at equal quality)")
+        lines.append("")
+        header = "| codec | " + " | ".join(f"vs {b} (PSNR) | vs {b} (MS-SSIM)" for b in baselines) + " |"
+        lines.append(header)
+        lines.append("|---" * (1 + 2 * len(baselines)) + "|")
+        for r in measured:
+            cells = []
+            for b in baselines:
+                entry = results["bd_rate"].get(r["name"], {}).get(b)
+                cells += [_bd_cell(entry and entry["psnr"]), _bd_cell(entry and entry["ms_ssim"])]
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("PCHIP of log-rate over the overlapping quality range; MS-SSIM columns use "
+                     "MS-SSIM in dB as the quality axis. `*`: overlap covers under half of a curve.")
+        lines.append("")
+
+    anchors = [r for r in records if r["kind"] == "anchor"]
+    if anchors:
+        ours = [r["name"] for r in measured if r["kind"] == "ours"]
+        shown = ours or [r["name"] for r in measured]
+        lines.append("## BD-rate against published Kodak curves (negative: we need fewer bits)")
+        lines.append("")
+        cols = []
+        for name in shown:
+            cols += [f"{name} (PSNR)", f"{name} (MS-SSIM)"]
+        lines.append("| anchor | bpp range | " + " | ".join(cols) + " |")
+        lines.append("|---" * (2 + len(cols)) + "|")
+        for a in anchors:
+            pts = a["points"]
+            cells = []
+            for name in shown:
+                entry = results["anchor_bd_rate"].get(name, {}).get(a["name"], {})
+                cells += [_bd_cell(entry.get("psnr")), _bd_cell(entry.get("ms_ssim"))]
+            lines.append(f"| {a['name']} | {min(p['bpp'] for p in pts):.3f}–"
+                         f"{max(p['bpp'] for p in pts):.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("Anchor bpp counts only the entropy-coded payload (no header); ours counts "
+                     "the whole file, so these BD-rates are slightly pessimistic for us. Anchors "
+                     "are averages over all 24 Kodak images: compare only when DIR is that set.")
+        if not ours:
+            lines.append("Our codec was not measured; the columns show the Pillow baselines.")
+        lines.append("")
+
+    for r in measured:
+        if r["kind"] != "ours":
+            continue
+        lines.append(f"## {r['name']}: per-quality points (mean over {len(images)} images)")
+        lines.append("")
+        lines.append("| quality | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | enc s | dec s |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for p in r["points"]:
+            lines.append(f"| {p['quality']:g} | {p['bpp']:.4f} | {_fmt(p['psnr'])} | "
+                         f"{_fmt(p['ms_ssim'], '.5f')} | {_fmt(p['ms_ssim_db'])} | "
+                         f"{p['enc_s']:.3f} | {p['dec_s']:.3f} |")
+        lines.append("")
+    for note in results.get("notes", []):
+        lines.append(f"Note: {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
+    """PSNR and MS-SSIM (dB) against bpp for every curve (anchors dashed).
+    Returns False, with a note on stderr, when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _log("note: matplotlib is not installed (pip install matplotlib); no plot written, "
+             "the table and rd.json are complete without it")
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for record in results["codecs"]:
+        pts = sorted(record["points"], key=lambda p: p["bpp"])
+        x = [p["bpp"] for p in pts]
+        anchor = record["kind"] == "anchor"
+        style = {"linestyle": "--", "linewidth": 1.0, "marker": None, "alpha": 0.8} if anchor \
+            else {"linestyle": "-", "linewidth": 2.2 if record["kind"] == "ours" else 1.6,
+                  "marker": "o", "markersize": 3.5}
+        for ax, key in zip(axes, ("psnr", "ms_ssim_db")):
+            y = [p[key] for p in pts]
+            if all(not math.isfinite(v) for v in y):
+                continue
+            ax.plot(x, y, label=record["name"], **style)
+    for ax, label in zip(axes, ("PSNR RGB (dB)", "MS-SSIM RGB (dB)")):
+        ax.set_xlim(0, max_bpp)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].autoscale(axis="y")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{len(results['images'])} images from {Path(results['directory']).name}: "
+                 "ours and Pillow baselines (solid), published curves (dashed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def _parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", help="folder of test images (e.g. the 24 Kodak PNGs)")
+    p.add_argument("--out", default="results", help="output folder (default: results/)")
+    p.add_argument("--qualities", type=float, nargs="+", default=DEFAULT_QUALITIES,
+                   help="our quality settings, floats in 1..100")
+    p.add_argument("--coder", nargs="+", default=["auto"],
+                   help="entropy coder(s) for our codec; several give one curve each")
+    p.add_argument("--no-ours", action="store_true", help="measure only the baselines")
+    p.add_argument("--baselines", nargs="*", default=["jpeg", "webp", "avif"],
+                   choices=["jpeg", "webp", "avif"], help="Pillow codecs to run (none: no value)")
+    p.add_argument("--jpeg-qualities", type=int, nargs="+")
+    p.add_argument("--webp-qualities", type=int, nargs="+")
+    p.add_argument("--avif-qualities", type=int, nargs="+")
+    p.add_argument("--webp-method", type=int, default=6, help="libwebp method 0-6 (default 6)")
+    p.add_argument("--avif-speed", type=int, default=6, help="libavif speed 0-10 (default 6, Pillow's)")
+    p.add_argument("--anchors", metavar="DIR", help="folder of published curves (*.json)")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--threads", type=int,
+                   help="torch threads and AVIF encoder threads (default: library defaults)")
+    p.add_argument("--plot", action="store_true", help="also write rd.png (needs matplotlib)")
+    p.add_argument("--plot-max-bpp", type=float, default=2.0)
+    p.add_argument("--quiet", action="store_true", help="no per-quality progress on stderr")
+    return p
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Measure everything ``args`` asks for; returns the full result dict
+    (also what ``rd.json`` holds)."""
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    images = load_images(args.directory, args.limit)
+    progress = not args.quiet
+    notes: list[str] = []
+    records: list[dict] = []
+
+    if not args.no_ours:
+        for coder in args.coder:
+            name = "ours" if len(args.coder) == 1 else f"ours[{coder}]"
+            _log(f"{name}: {len(args.qualities)} qualities x {len(images)} images")
+            try:
+                records.append(measure_ours(images, args.qualities, coder=coder, name=name,
+                                            progress=progress))
+            except CodecUnavailable as exc:
+                _log(f"skipping {name}: {exc}")
+                notes.append(f"{name} was skipped: {exc}")
+
+    sweeps = {"jpeg": ("JPEG", args.jpeg_qualities, None),
+              "webp": ("WebP", args.webp_qualities, {"method": args.webp_method}),
+              "avif": ("AVIF", args.avif_qualities,
+                       {"speed": args.avif_speed, "subsampling": "4:2:0"})}
+    for key in ("jpeg", "webp", "avif"):
+        if key not in args.baselines:
+            continue
+        name, qualities, options = sweeps[key]
+        _log(f"{name}: {len(qualities or BASELINES[name]['qualities'])} qualities x {len(images)} images")
+        try:
+            records.append(measure_pillow(name, images, qualities, options,
+                                          threads=args.threads, progress=progress))
+        except CodecUnavailable as exc:
+            _log(f"skipping {name}: {exc}")
+            notes.append(f"{name} was skipped: {exc}")
+
+    if any(min(im.size) < MIN_SIDE for _, im in images):
+        notes.append(f"5-scale MS-SSIM needs sides of at least {MIN_SIDE} px; smaller images "
+                     "make the MS-SSIM averages NaN and the MS-SSIM BD-rates —")
+
+    baseline_names = [r["name"] for r in records if r["kind"] == "baseline"]
+    anchors = load_anchors(args.anchors) if args.anchors else []
+    if anchors and (len(images) != 24 or args.limit):
+        notes.append(f"anchors were measured on all 24 Kodak images; this run used "
+                     f"{len(images)}, so BD-rates against them are indicative only")
+    results = {
+        "command": command, "directory": str(Path(args.directory).resolve()),
+        "images": [{"name": n, "width": im.size[0], "height": im.size[1]} for n, im in images],
+        "environment": environment(),
+        "conventions": {
+            "bpp": "8*len(file)/(W*H), whole file including headers (anchors: payload only)",
+            "psnr": "RGB, 8-bit, per image, then mean over images per operating point",
+            "ms_ssim": "RGB 5-scale MS-SSIM per image, mean of linear values per point; "
+                       "ms_ssim_db = -10*log10(1 - mean)",
+            "bd_rate": "percent, PCHIP of ln(rate) over quality, overlapping range; "
+                       "negative = test needs fewer bits",
+        },
+        "codecs": records + anchors,
+        "bd_rate": bd_rates(records, baseline_names),
+        "anchor_bd_rate": anchor_bd_rates(records, anchors) if anchors else {},
+        "notes": notes,
+    }
+    return results
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point; ``argv`` without the program name."""
+    if argv is None:
+        argv = sys.argv[1:]
+        prog = prog or f"python {sys.argv[0]}"
+    prog = prog or "python -m benchmarks.rd"
+    args = _parser(prog).parse_args(argv)
+    command = shlex.join(prog.split() + list(argv))
+    print(f"$ {command}", flush=True)
+    results = run(args, command)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = report(results)
+    (out / "rd.json").write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+    (out / "rd.md").write_text(text)
+    print(text.split("\n", 2)[2] if text.startswith("$ ") else text, end="")
+    written = [out / "rd.json", out / "rd.md"]
+    if args.plot and plot(results, out / "rd.png", args.plot_max_bpp):
+        written.append(out / "rd.png")
+    print("\nWrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Pure numpy Huffman coding of integer symbols, driven by the shared integer tables.
+
+This is the fallback coder for machines without `constriction`: it reads and writes the same
+inputs (symbols, per-symbol table index, `SymbolTable`s) and needs nothing beyond numpy. It
+must stay close to range-coding size even for the near-deterministic low-scale latent tables
+(P(mode) up to 0.99995), where one Huffman code word per symbol would cost at least a bit.
+
+How sizes stay close to the entropy: each table gets a run-length alphabet. With ``m`` the
+table's most probable entry (its *mode*) and ``R >= 1`` a run limit chosen per table, a token
+is either "``r`` copies of ``m`` followed by the non-mode entry ``s``" (``0 <= r < R``) or
+"``R`` copies of ``m``". Token probabilities are ``p(m)**r * p(s)`` and ``p(m)**R``; ``R`` = 1
+is plain Huffman. Every token alphabet gets an optimal length-limited (<= `MAX_BITS`) code via
+package-merge, and the ``R`` with the fewest expected bits per symbol wins. A segment's
+trailing run of mode symbols ends with one "``R`` copies" token, cut short by the decoder,
+which knows how many symbols each table models. The escape entry is an ordinary entry of
+the alphabet; escaped values are stored exactly as the constriction backend stores them.
+
+Determinism: the codes are computed from the integer frequencies with integer arithmetic
+only (fixed-point powers of ``p(m)``, integer package-merge, index-ordered tie breaks), so
+every machine derives identical codes. They are cached by table contents.
+
+Stream layout: escape block (`tables.pack_escapes`), then one bit string, MSB first, zero
+padded to whole bytes. It holds the tables' segments back to back in increasing table index,
+each segment coding that table's symbols in their original order. No segment lengths are
+stored (they would cost about one to three bytes per table in use); the decoder finds where
+each segment ends by decoding it. Decoding is vectorised: in a window of the bit string it
+computes the token that would start at every bit position (canonical-code thresholds, no
+large lookup table), enumerates the chain of token starts from the window's first bit by
+pointer doubling, and expands tokens to symbols with numpy. Corrupt or truncated input
+raises `ValueError`; like the range coder, a flipped bit inside the bit string can also
+decode silently to other symbols, since the format carries no checksum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+
+import numpy as np
+
+from .tables import (PRECISION, TOTAL, SymbolTable, join_escapes, pack_escapes,
+                     split_escapes, unpack_escapes)
+
+NAME = "huffman"
+
+MAX_BITS = 24            # longest code word; the decoder peeks this many bits at a time
+MAX_TOKENS = 1 << 17     # largest run-length alphabet considered for one table
+_LADDER_TOKENS = 4096    # alphabet size up to which every ladder run limit is tried
+_ONE = 1 << 36           # fixed-point 1.0 for powers of p(mode)
+_CACHE_LIMIT = 4096
+_MAX_WINDOW = 1 << 19   # bit positions decoded per step: bounds decoder memory
+
+
+def available() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Code:
+    """One table's run-length alphabet and its canonical Huffman code."""
+
+    run: int                 # R
+    mode: int                # table position of the most probable entry
+    lengths: np.ndarray      # int64 per token id: code length in bits (0 for an unused table)
+    codes: np.ndarray        # int64 per token id: code word (right aligned)
+    nsym: np.ndarray         # int64 per token id: symbols the token stands for
+    value: np.ndarray        # int64 per token id: its final table position (mode for runs)
+    max_len: int             # L, longest code word
+    upper: np.ndarray        # int64 [L]: left-aligned (L bits) end of the lengths 1..L
+    first: np.ndarray        # int64 [L+1]: first code of each length, then 0 (invalid)
+    base: np.ndarray         # int64 [L+1]: rank of the first token of each length, then 0
+    shift: np.ndarray        # int64 [L+1]: L - length, then 0
+    by_rank: np.ndarray      # int64: token ids in canonical order
+    bits_per_symbol: float   # expected cost, only used to size decoding windows
+
+
+_CODES: dict[bytes, _Code] = {}
+
+
+def _table_code(table: SymbolTable) -> _Code:
+    freqs = np.asarray(table.freqs)
+    key = freqs.astype("<i8").tobytes()
+    code = _CODES.get(key)
+    if code is None:
+        code = _build_code(freqs.astype(np.int64))
+        if len(_CODES) >= _CACHE_LIMIT:
+            _CODES.clear()
+        _CODES[key] = code
+    return code
+
+
+# ----------------------------------------------------------------------------------------
+# code construction
+
+
+def _limited_lengths(weights: np.ndarray, limit: int) -> np.ndarray:
+    """Optimal prefix-code lengths (<= ``limit``) for integer ``weights`` by package-merge.
+
+    The coin-collector lists are merged with numpy; ties put leaves before packages and
+    order leaves by index, so the result depends on the integer weights alone.
+    """
+    n = len(weights)
+    limit = min(limit, n - 1)  # no optimal code is deeper than n-1
+    order = np.argsort(weights, kind="stable")
+    leaves = weights[order]
+    # masks[j]: which items of the list for depth limit-j are leaves; the deepest is all leaves.
+    masks = []
+    current = leaves
+    current_is_leaf = np.ones(n, dtype=bool)
+    for _ in range(limit - 1):
+        masks.append(current_is_leaf)
+        half = len(current) // 2
+        packages = current[0:2 * half:2] + current[1:2 * half:2]
+        # a stable sort of two sorted runs is a linear merge; equal weights keep leaves first
+        joined = np.concatenate((leaves, packages))
+        perm = np.argsort(joined, kind="stable")
+        merged = joined[perm]
+        is_leaf = perm < n
+        current, current_is_leaf = merged, is_leaf
+    masks.append(current_is_leaf)
+    # Select 2n-2 items from the shallowest list; unwind packages level by level.
+    depth_hits = np.zeros(n + 1, dtype=np.int64)
+    take = 2 * n - 2
+    for is_leaf in reversed(masks):
+        if take <= 0:
+            break
+        leaves_taken = int(np.count_nonzero(is_leaf[:take]))
+        depth_hits[leaves_taken] += 1
+        take = 2 * (take - leaves_taken)
+    # leaf i (ascending weight) is selected at every level that took more than i leaves
+    sorted_lengths = np.cumsum(depth_hits[::-1])[::-1][1:]
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[order] = sorted_lengths
+    return lengths
+
+
+def _canonical(lengths: np.ndarray):
+    """Canonical code words for ``lengths`` (shorter first, then lower token id)."""
+    max_len = int(lengths.max())
+    by_rank = np.lexsort((np.arange(len(lengths)), lengths))
+    counts = np.bincount(lengths, minlength=max_len + 1)
+    first = np.zeros(max_len + 1, dtype=np.int64)
+    code = 0
+    for length in range(1, max_len + 1):
+        code = (code + int(counts[length - 1])) << 1
+        first[length] = code
+    base = np.concatenate(([0], np.cumsum(counts)[:-1]))  # rank of first token of a length
+    codes = np.empty(len(lengths), dtype=np.int64)
+    sorted_len = lengths[by_rank]
+    codes[by_rank] = first[sorted_len] + (np.arange(len(lengths)) - base[sorted_len])
+    if int(codes[by_rank[-1]]) >= (1 << max_len):
+        raise AssertionError("lengths violate the Kraft inequality")
+    levels = np.arange(1, max_len + 1)
+    upper = (first[levels] + counts[levels]) << (max_len - levels)
+    pad = np.zeros(1, dtype=np.int64)
+    return (codes, max_len, upper.astype(np.int64), np.concatenate((first[levels], pad)),
+            np.concatenate((base[levels], pad)),
+            np.concatenate(((max_len - levels).astype(np.int64), pad)),
+            by_rank.astype(np.int64))
+
+
+def _run_candidates(half: int, others: int) -> list[int]:
+    """Run limits worth trying for a table with ``others`` non-mode entries.
+
+    A ladder of small limits while the alphabet stays small (bigger alphabets let Huffman
+    lengths follow the probabilities more closely), plus limits near ``half``, the shortest
+    run with ``p(mode)**R <= 1/2``, where a run of ``R`` mode symbols costs about one bit.
+    """
+    cap = max(1, (MAX_TOKENS - 1) // others)
+    chosen = {half}
+    if half * others <= _LADDER_TOKENS * 8:  # near-misses only where they are cheap to try
+        chosen |= {(half * 7) // 10, (half * 10) // 7}
+    r = 1
+    while r * others <= _LADDER_TOKENS:
+        chosen.add(r)
+        r = r + 1 if r < 4 else r + r // 2
+    return sorted(x for x in chosen if 1 <= x <= cap)
+
+
+def _build_code(freqs: np.ndarray) -> _Code:
+    if freqs.ndim != 1 or len(freqs) < 1 or int(freqs.min()) < 1 or int(freqs.sum()) != TOTAL:
+        raise ValueError("a symbol table needs frequencies >= 1 summing to 2**%d" % PRECISION)
+    n = len(freqs)
+    mode = int(np.argmax(freqs))
+    f_mode = int(freqs[mode])
+    others = np.delete(np.arange(n), mode)
+    if n == 1:  # only the escape entry: every symbol is known, nothing is written
+        one = np.ones(1, dtype=np.int64)
+        zero1 = np.zeros(1, dtype=np.int64)
+        return _Code(run=1, mode=0, lengths=zero1, codes=zero1, nsym=one, value=zero1,
+                     max_len=0, upper=np.zeros(0, dtype=np.int64), first=zero1, base=zero1,
+                     shift=zero1, by_rank=zero1, bits_per_symbol=0.0)
+    f_other = freqs[others]
+    rest = TOTAL - f_mode
+    # Fixed-point powers p(mode)**r, computed the same way everywhere.
+    powers = [_ONE]
+    while 2 * powers[-1] > _ONE:
+        powers.append((powers[-1] * f_mode) >> PRECISION)
+    candidates = _run_candidates(len(powers) - 1 or 1, len(others))
+    while len(powers) <= candidates[-1]:
+        powers.append((powers[-1] * f_mode) >> PRECISION)
+    weighted_runs = list(accumulate((r + 1) * p for r, p in enumerate(powers)))
+    best = None
+    for run in candidates:
+        if run >= len(powers) or powers[run] == 0:
+            continue
+        p_run = np.array(powers[:run], dtype=np.int64)
+        weights = np.append((p_run[:, None] * f_other[None, :]).ravel(),
+                            powers[run] << PRECISION)
+        lengths = _limited_lengths(weights, MAX_BITS)
+        bits = int((weights * lengths).sum())
+        syms = weighted_runs[run - 1] * rest + run * (powers[run] << PRECISION)
+        if best is None or bits * best[2] < best[1] * syms:
+            best = (run, bits, syms, lengths)
+    run, bits, syms, lengths = best
+    codes, max_len, upper, first, base, shift, by_rank = _canonical(lengths)
+    tokens = len(lengths)
+    r_of = np.arange(tokens - 1) // len(others)
+    nsym = np.append(r_of + 1, run).astype(np.int64)
+    value = np.append(np.tile(others, run), mode).astype(np.int64)
+    return _Code(run=run, mode=mode, lengths=lengths, codes=codes, nsym=nsym, value=value,
+                 max_len=max_len, upper=upper, first=first, base=base, shift=shift,
+                 by_rank=by_rank, bits_per_symbol=bits / syms)
+
+
+# ----------------------------------------------------------------------------------------
+# encoding
+
+
+def _tokenize(positions: np.ndarray, code: _Code) -> np.ndarray:
+    """Token ids for one table's positions, in order."""
+    if code.max_len == 0:
+        return np.zeros(0, dtype=np.int64)
+    run, mode = code.run, code.mode
+    n_other = (len(code.lengths) - 1) // run
+    run_token = len(code.lengths) - 1
+    hits = np.flatnonzero(positions != mode)
+    vals = positions[hits]
+    other_rank = vals - (vals > mode)
+    gaps = np.diff(hits, prepend=-1) - 1          # mode symbols before each non-mode one
+    full, partial = np.divmod(gaps, run)
+    tail = len(positions) - 1 - (int(hits[-1]) if len(hits) else -1)
+    n_tail = -(-tail // run)
+    per_hit = full + 1
+    ends = np.cumsum(per_hit)
+    tokens = np.full(int(ends[-1]) + n_tail if len(ends) else n_tail, run_token, dtype=np.int64)
+    tokens[ends - 1] = partial * n_other + other_rank
+    return tokens
+
+
+def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]) -> bytes:
+    """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes."""
+    symbols = np.asarray(symbols, dtype=np.int64).ravel()
+    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    if len(symbols) != len(table_index):
+        raise ValueError("symbols and table_index differ in length")
+    _check_index(table_index, tables)
+    positions, escaped = split_escapes(symbols, table_index, tables)
+    order = np.argsort(table_index, kind="stable")
+    used, starts = np.unique(table_index[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    all_codes, all_lengths = [], []
+    for k, t in enumerate(used.tolist()):
+        code = _table_code(tables[t])
+        tokens = _tokenize(positions[order[bounds[k]:bounds[k + 1]]], code)
+        all_codes.append(code.codes[tokens])
+        all_lengths.append(code.lengths[tokens])
+    payload = b""
+    if all_codes:
+        words = np.concatenate(all_codes)
+        lengths = np.concatenate(all_lengths)
+        total = int(lengths.sum())
+        if total:
+            starts_bits = np.cumsum(lengths) - lengths
+            rep_words = np.repeat(words, lengths)
+            rep_shift = np.repeat(starts_bits + lengths - 1, lengths) - np.arange(total)
+            bits = ((rep_words >> rep_shift) & 1).astype(np.uint8)
+            payload = np.packbits(bits).tobytes()
+    return pack_escapes(escaped) + payload
+
+
+# ----------------------------------------------------------------------------------------
+# decoding
+
+
+def _check_index(table_index: np.ndarray, tables: list[SymbolTable]) -> None:
+    if len(table_index) and (int(table_index.min()) < 0 or int(table_index.max()) >= len(tables)):
+        raise ValueError("table index out of range")
+
+
+def _chain(nxt: np.ndarray, end: int, enough) -> np.ndarray:
+    """Positions reached from 0 by following ``nxt`` (``nxt[end] == end`` stops), in order.
+
+    Pointer doubling: ``reach`` holds steps 0..2**k-1 and ``jump`` is ``nxt`` applied 2**k
+    times, so appending ``jump[reach]`` doubles the known prefix. ``enough(prefix)`` may stop
+    early once the caller has what it needs.
+    """
+    reach = np.zeros(1, dtype=np.int64)
+    jump = None
+    while reach[-1] != end and not enough(reach):
+        jump = nxt if jump is None else jump[jump]
+        reach = np.concatenate((reach, jump[reach]))
+    stop = int(np.searchsorted(reach, end))
+    return reach[:stop]
+
+
+def _decode_segment(wide: np.ndarray, total_bits: int, start: int, count: int,
+                    code: _Code) -> tuple[np.ndarray, int]:
+    """Decode ``count`` positions of one table from bit ``start``; returns them and the end."""
+    out = np.full(count, code.mode, dtype=np.int64)
+    if code.max_len == 0 or count == 0:
+        return out, start
+    max_len = code.max_len
+    pos, done = start, 0
+    window = min(int(count * code.bits_per_symbol * 1.1) + 4 * max_len + 64, _MAX_WINDOW)
+    while done < count:
+        if pos >= total_bits:
+            raise ValueError("coded stream truncated")
+        width = min(window, total_bits - pos)
+        at = np.arange(pos, pos + width, dtype=np.int64)
+        peek = (wide[at >> 3] << (at & 7).astype(np.uint64)) >> np.uint64(64 - max_len)
+        peek = peek.astype(np.int64)
+        level = np.searchsorted(code.upper, peek, side="right")
+        tok_rank = code.base[level] + (peek >> code.shift[level]) - code.first[level]
+        np.clip(tok_rank, 0, len(code.by_rank) - 1, out=tok_rank)
+        nxt = np.append(np.arange(width) + level + 1, width)
+        np.minimum(nxt, width, out=nxt)
+        nxt[:width][level == max_len] = width   # no code word starts here: stop the chain
+        need = count - done
+        nsym_at = code.nsym[code.by_rank[tok_rank]]
+
+        def enough(prefix, nsym_at=nsym_at, need=need):
+            return int(nsym_at[prefix].sum()) >= need
+
+        chain = _chain(nxt, width, enough)      # never empty: position 0 < width
+        tokens = code.by_rank[tok_rank[chain]]
+        filled = np.cumsum(code.nsym[tokens])
+        if int(filled[-1]) >= need:
+            last = int(np.searchsorted(filled, need))
+            tokens, chain, filled = tokens[:last + 1], chain[:last + 1], filled[:last + 1]
+            if int(filled[-1]) > need and int(tokens[-1]) != len(code.lengths) - 1:
+                raise ValueError("coded segment overruns its symbol count")
+        if level[chain[-1]] == max_len:           # only possible with an incomplete code
+            raise ValueError("invalid code word in coded stream")
+        marks = tokens != len(code.lengths) - 1   # runs leave the mode already in `out`
+        out[done + filled[marks] - 1] = code.value[tokens[marks]]
+        done += min(int(filled[-1]), need)
+        pos = pos + int(chain[-1]) + int(code.lengths[tokens[-1]])
+        if pos > total_bits:
+            raise ValueError("coded stream truncated")
+        window = min(2 * window, _MAX_WINDOW)
+    return out, pos
+
+
+def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> np.ndarray:
+    """Inverse of `encode`; ``table_index`` must be the one used to encode."""
+    data = bytes(data)
+    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    _check_index(table_index, tables)
+    try:
+        escaped, pos = unpack_escapes(data, 0, limit=len(table_index))
+    except OverflowError as error:  # a 10-byte varint can exceed int64
+        raise ValueError("escaped value out of range") from error
+    payload = np.frombuffer(data, dtype=np.uint8, offset=pos)
+    total_bits = 8 * len(payload)
+    padded = np.concatenate((payload, np.zeros(8, dtype=np.uint8))).astype(np.uint64)
+    wide = np.zeros(len(payload) + 1, dtype=np.uint64)   # 64 bits starting at each byte
+    for k in range(8):
+        wide |= padded[k:k + len(wide)] << np.uint64(56 - 8 * k)
+    positions = np.empty(len(table_index), dtype=np.int64)
+    order = np.argsort(table_index, kind="stable")
+    used, starts = np.unique(table_index[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    bit = 0
+    for k, t in enumerate(used.tolist()):
+        n = int(bounds[k + 1] - bounds[k])
+        values, bit = _decode_segment(wide, total_bits, bit, n, _table_code(tables[t]))
+        positions[order[bounds[k]:bounds[k + 1]]] = values
+    if (bit + 7) // 8 != len(payload):
+        raise ValueError("coded stream has trailing bytes")
+    if bit % 8 and int(payload[-1]) & ((1 << (8 - bit % 8)) - 1):
+        raise ValueError("nonzero padding bits at the end of the coded stream")
+    return join_escapes(positions, escaped, table_index, tables)

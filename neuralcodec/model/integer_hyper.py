@@ -1,0 +1,106 @@
+"""Exact integer hyper-synthesis: the part of the decoder that decides probabilities.
+
+If the decoder's scale for a latent differed from the encoder's by a single table step, the
+range decoder would silently produce garbage. So the trained float `HyperSynthesis` is exported
+to fixed point (weights with `WEIGHT_BITS` fractional bits, activations with `ACT_BITS`) and run
+here on integers held in float64. Every product and partial sum is an integer below 2**53, so
+float64 arithmetic is exact whatever the summation order, thread count or BLAS: the result is
+the same on every machine. Activations are clamped to +-2**ACT_LIMIT_BITS after each layer and
+weights to +-2**15 at export, which bounds every sum (fan-in <= 2**12) well below 2**53.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .hyperprior import SCALE_COUNT
+
+WEIGHT_BITS = 12
+ACT_BITS = 8
+ACT_LIMIT_BITS = 24
+Z_LIMIT = 1 << 15          # |z| is clamped to this on both sides before entering the network
+
+
+def _exact_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
+    """Convolution as im2col + float64 matrix product: only multiplies and adds of integers,
+    so the result is exact (no Winograd/FFT algorithm can be picked behind our back)."""
+    n, _, h, width = a.shape
+    k = w.shape[-1]
+    cols = F.unfold(a, k, padding=pad)                           # (1, C*k*k, h*w)
+    out = torch.matmul(w.reshape(w.shape[0], -1), cols[0]) + b[:, None]
+    return out.reshape(n, w.shape[0], h, width)
+
+
+class IntegerHyperSynthesis:
+    """Runs the exported integer layers: z (C, h, w) int -> (gain-free mean, coordinate).
+
+    The mean comes back as float64 (exact multiples of 2**-ACT_BITS); the scale coordinate as
+    int64 in units of 2**-ACT_BITS table steps, to which `scale_index` adds the quality offset.
+    """
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, int, bool]], latent_channels: int):
+        # each layer: (int weight (out, in, k, k), int bias (out,), kernel padding, pixel-shuffle after)
+        self.layers = [(torch.from_numpy(w.astype(np.float64)), torch.from_numpy(b.astype(np.float64)), pad, shuffle)
+                       for w, b, pad, shuffle in layers]
+        self.latent_channels = latent_channels
+        for w, _, _, _ in self.layers:
+            fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            assert fan_in <= 4096 and float(w.abs().max()) <= 2 ** 15
+
+    def __call__(self, z: np.ndarray):
+        a = torch.from_numpy(np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.float64)[None]) * (1 << ACT_BITS)
+        limit = float(1 << ACT_LIMIT_BITS)
+        scale = float(1 << WEIGHT_BITS)
+        for i, (w, b, pad, shuffle) in enumerate(self.layers):
+            acc = _exact_conv(a, w, b, pad)
+            a = torch.floor(acc / scale + 0.5)       # exact: division by a power of two
+            if shuffle:
+                a = F.pixel_shuffle(a, 2)
+            if i < len(self.layers) - 1:
+                a = a.clamp(0.0, limit)              # ReLU, and keep sums far below 2**53
+            else:
+                a = a.clamp(-limit, limit)
+        a = a[0]
+        m = self.latent_channels
+        mean = (a[:m] / (1 << ACT_BITS)).numpy()
+        return mean, a[m:].numpy().astype(np.int64)
+
+
+def level_fraction(quality_hundredths: int, levels: int) -> tuple[int, int, int]:
+    """Quality (in hundredths, 100..10000) -> (anchor level i, weight f of level i+1, denominator)."""
+    denominator = 9900
+    position = (int(quality_hundredths) - 100) * (levels - 1)
+    i = min(position // denominator, levels - 2)
+    return i, position - i * denominator, denominator
+
+
+def scale_index(coordinate: np.ndarray, offsets: np.ndarray, quality_hundredths: int) -> np.ndarray:
+    """Integer scale index for every latent from the coordinate and the per-level gain offsets.
+
+    ``offsets`` (LEVELS, M) int64: log(gain) in units of 2**-ACT_BITS table steps, interpolated
+    here with integer arithmetic only, so every machine picks the same table.
+    """
+    i, f, d = level_fraction(quality_hundredths, offsets.shape[0])
+    offset = (offsets[i].astype(np.int64) * (d - f) + offsets[i + 1].astype(np.int64) * f) // d
+    total = coordinate + offset[:, None, None] + (1 << (ACT_BITS - 1))
+    return np.clip(total >> ACT_BITS, 0, SCALE_COUNT - 1)
+
+
+def export_gain_offsets(encoder_log_gain: torch.Tensor) -> np.ndarray:
+    """(LEVELS, M) float log-gains -> int64 offsets in 2**-ACT_BITS table steps."""
+    from .hyperprior import LOG_STEP
+
+    return np.round(encoder_log_gain.detach().double().numpy() / LOG_STEP * (1 << ACT_BITS)).astype(np.int64)
+
+
+def export_layers(hyper_synthesis) -> list[tuple[np.ndarray, np.ndarray, int, bool]]:
+    """Fixed-point copies of a float `HyperSynthesis` (what goes into the weights file)."""
+    layers = []
+    for conv, shuffle in zip(hyper_synthesis.convs, hyper_synthesis.shuffle_after):
+        w = torch.round(conv.weight.detach().double() * (1 << WEIGHT_BITS))
+        b = torch.round(conv.bias.detach().double() * (1 << (WEIGHT_BITS + ACT_BITS)))
+        if float(w.abs().max()) > 2 ** 15:
+            raise ValueError("hyper-synthesis weight too large for the integer export")
+        layers.append((w.numpy().astype(np.int32), b.numpy().astype(np.int64), conv.padding[0], shuffle))
+    return layers

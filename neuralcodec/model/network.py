@@ -1,0 +1,106 @@
+"""The whole mean-scale hyperprior network, as trained: transforms + hyperprior + quality gains.
+
+This module knows nothing about bits on disk. `forward` is the training-time model (additive
+noise stands in for rounding in the rate term, straight-through rounding feeds the decoder);
+the codec (`neuralcodec/codec.py`) drives the same parts with hard rounding and the exported
+integer hyper-synthesis.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .hyperprior import LOG_STEP, SCALE_MIN, FactorizedPrior, HyperAnalysis, HyperSynthesis, scale_from_coordinate
+from .quality import QualityGains, lambda_at
+from .transforms import Analysis, Synthesis
+
+PAD_MULTIPLE = 32   # y is at 1/8, z at 1/32 of the image
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_channels: int = 192
+    hyper_channels: int = 96
+    hidden: int = 128
+    analysis_blocks: int = 2
+    synthesis_blocks: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def gaussian_bin_probability(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """P(|bin| around residual) under N(0, scale), computed in the flat tail for accuracy."""
+    v = residual.abs()
+    upper = torch.special.ndtr((0.5 - v) / scale)
+    lower = torch.special.ndtr((-0.5 - v) / scale)
+    return (upper - lower).clamp_min(1e-9)
+
+
+class VaezNetwork(nn.Module):
+    """g_a -> gain -> (h_a, prior, h_s) -> rounding -> inverse gain -> g_s.
+
+    The hyperprior sees the gain-free latent, so one set of hyper weights serves every quality;
+    the quality gain only shifts the predicted log-scale and scales the predicted mean.
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        m, c = config.latent_channels, config.hyper_channels
+        self.analysis = Analysis(m, config.hidden, config.analysis_blocks)
+        self.synthesis = Synthesis(m, config.hidden, config.synthesis_blocks)
+        self.hyper_analysis = HyperAnalysis(m, c)
+        self.hyper_synthesis = HyperSynthesis(m, c)
+        self.prior = FactorizedPrior(c)
+        self.gains = QualityGains(m)
+
+    def predict(self, z_hat: torch.Tensor, level: torch.Tensor):
+        """Mean and scale of the gained latent: the hyper-synthesis works in the gain-free
+        domain and the gain enters additively in log-scale (float here; integer in the codec)."""
+        mean_unit, coordinate_unit = self.hyper_synthesis(z_hat)
+        gain = self.gains.encoder_gain(level)
+        coordinate = coordinate_unit + torch.log(gain) / LOG_STEP
+        return mean_unit * gain, scale_from_coordinate(coordinate)
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+        """Training pass. x: (N, 3, H, W) in [0, 1], H and W multiples of 32; level: (N,)."""
+        y_unit = self.analysis(x)
+        gain = self.gains.encoder_gain(level)
+        y = y_unit * gain
+        z = self.hyper_analysis(y_unit)
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_bits = -torch.log2(self.prior.likelihood(z_noisy)).sum(dim=(1, 2, 3))
+        mean, scale = self.predict(_round_ste(z), level)
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_bits = -torch.log2(gaussian_bin_probability(y_noisy - mean, scale)).sum(dim=(1, 2, 3))
+        y_hat = _round_ste(y - mean) + mean
+        x_hat = self.synthesis(y_hat * self.gains.decoder_gain(level))
+        pixels = x.shape[2] * x.shape[3]
+        bpp = (y_bits + z_bits) / pixels
+        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+        loss = (lambda_at(level) * 65025 * mse + bpp).mean()
+        return {"loss": loss, "bpp": bpp, "mse": mse, "x_hat": x_hat,
+                "y_bpp": y_bits / pixels, "z_bpp": z_bits / pixels}
+
+
+@torch.no_grad()
+def init_entropy_model(net: VaezNetwork, coefficient_std: torch.Tensor) -> None:
+    """Start the hyperprior from the per-channel spread of the KLT coefficients.
+
+    h_a's input is normalised per channel, and h_s's scale output starts at each channel's
+    unconditional log-std, so rates are sensible from the first step.
+    """
+    std = coefficient_std.clamp_min(1e-4).to(net.hyper_analysis.input_scale.dtype)
+    net.hyper_analysis.input_scale.copy_(1.0 / std)
+    m = net.config.latent_channels
+    last = net.hyper_synthesis.convs[-1]
+    last.weight.mul_(0.1)
+    last.bias[:m] = 0.0
+    last.bias[m:] = torch.log(std / SCALE_MIN) / LOG_STEP

@@ -1,0 +1,246 @@
+"""Train the vaez network: ``python -m neuralcodec.train --data DIR --out runs/NAME``.
+
+Random crops from every image under DIR (held-out validation split chosen by a hash of the file
+name, so it never changes), a rate-distortion loss over the whole continuous quality range,
+resumable checkpoints (``last.pt``, written atomically), and a JSON-lines log of training loss
+and validation bpp/PSNR measured with hard rounding (what a real file would cost, minus the
+container). Uses CUDA when available. A fresh run starts from an 8x8 colour KLT (see
+`neuralcodec.model.transforms.init_from_klt`) so it is a working transform coder from step 0.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .model import ModelConfig, VaezNetwork
+from .model.hyperprior import scale_from_coordinate
+from .model.network import gaussian_bin_probability
+from .model.quality import LEVELS, lambda_at
+from .model.transforms import init_from_klt
+from .model.network import init_entropy_model
+
+IMAGE_SUFFIXES = {".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+def is_validation(path: Path, fraction: float) -> bool:
+    """Deterministic split: the same file is always on the same side."""
+    digest = hashlib.sha1(path.name.encode()).digest()
+    return int.from_bytes(digest[:4], "little") / 2**32 < fraction
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+class CropSampler:
+    """Random crops (with flips) from images held in memory as uint8 arrays."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int):
+        self.images = [im for im in images if min(im.shape[:2]) >= crop]
+        weights = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.weights = weights / weights.sum()   # bigger photos give more crops
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> torch.Tensor:
+        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
+        for i, k in enumerate(self.rng.choice(len(self.images), size=size, p=self.weights)):
+            im = self.images[k]
+            top = self.rng.integers(0, im.shape[0] - self.crop + 1)
+            left = self.rng.integers(0, im.shape[1] - self.crop + 1)
+            patch = im[top:top + self.crop, left:left + self.crop]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            out[i] = patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def evaluate(net: VaezNetwork, images: list[torch.Tensor], levels=(0.0, 3.5, 7.0)) -> list[dict]:
+    """bpp and PSNR with hard rounding, averaged over images, per level."""
+    net.eval()
+    results = []
+    for level in levels:
+        bpps, psnrs = [], []
+        for x in images:
+            lv = torch.full((1,), float(level), device=x.device)
+            y_unit = net.analysis(x)
+            y = y_unit * net.gains.encoder_gain(lv)
+            z_hat = torch.round(net.hyper_analysis(y_unit))
+            z_bits = -torch.log2(net.prior.likelihood(z_hat).clamp_min(1e-9)).sum()
+            mean, scale = net.predict(z_hat, lv)
+            q = torch.round(y - mean)
+            y_bits = -torch.log2(gaussian_bin_probability(q, scale)).sum()
+            x_hat = net.synthesis((q + mean) * net.gains.decoder_gain(lv)).clamp(0, 1)
+            x_hat = torch.round(x_hat * 255) / 255
+            mse = float(((x_hat - x) ** 2).mean())
+            bpps.append(float(y_bits + z_bits) / (x.shape[2] * x.shape[3]))
+            psnrs.append(10 * math.log10(1 / max(mse, 1e-12)))
+        results.append({"level": level, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
+    net.train()
+    return results
+
+
+def center_crop_tensor(im: np.ndarray, size: int, device) -> torch.Tensor:
+    h, w = im.shape[:2]
+    ch, cw = min(size, h // 32 * 32), min(size, w // 32 * 32)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    patch = im[top:top + ch, left:left + cw]
+    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m neuralcodec.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, type=Path, help="folder of training images (searched recursively)")
+    ap.add_argument("--out", required=True, type=Path, help="run folder: last.pt and log.jsonl live here")
+    ap.add_argument("--steps", type=int, default=100000, help="stop after this many steps in total")
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this many minutes of this run (0: no limit)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr-final", type=float, default=None, help="cosine decay to this lr by --steps")
+    ap.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--val-size", type=int, default=256, help="centre crop of each validation image")
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--max-images", type=int, default=0, help="use at most this many training images (0: all)")
+    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (new optimizer)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "log.jsonl"
+
+    def log(record: dict) -> None:
+        record = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), **record}
+        print(json.dumps(record), flush=True)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    paths = list_images(args.data)
+    if not paths:
+        print(f"no images found under {args.data}", file=sys.stderr)
+        return 2
+    train_paths = [p for p in paths if not is_validation(p, args.val_fraction)]
+    val_paths = [p for p in paths if is_validation(p, args.val_fraction)]
+    if args.max_images:
+        train_paths = train_paths[:args.max_images]
+    t0 = time.time()
+    train_images = [load_rgb(p) for p in train_paths]
+    val_images = [center_crop_tensor(load_rgb(p), args.val_size, device) for p in val_paths]
+    log({"event": "data", "train_images": len(train_images), "val_images": len(val_images),
+         "train_megapixels": round(sum(im.shape[0] * im.shape[1] for im in train_images) / 1e6, 1),
+         "load_seconds": round(time.time() - t0, 1), "device": str(device),
+         "threads": torch.get_num_threads()})
+
+    sampler = CropSampler(train_images, args.crop, args.seed + int(time.time()) % 100000)
+    ckpt_path = args.out / "last.pt"
+    net = VaezNetwork(ModelConfig()).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state.get("elapsed", 0.0)
+        log({"event": "resume", "step": step, "elapsed_minutes": round(elapsed / 60, 1)})
+    elif args.init is not None:
+        state = torch.load(args.init, map_location=device, weights_only=False)
+        net.load_state_dict(state["model"])
+        log({"event": "init", "from": str(args.init)})
+    else:
+        blocks = sampler.batch(256).unfold(2, 8, 8).unfold(3, 8, 8)
+        blocks = blocks.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 8, 8)
+        std = init_from_klt(net.analysis, net.synthesis, blocks)
+        init_entropy_model(net, std)
+        net.to(device)
+        log({"event": "klt_init", "blocks": len(blocks)})
+
+    def lr_at(s: int) -> float:
+        if s < args.warmup:
+            return args.lr * (s + 1) / args.warmup
+        if args.lr_final is None:
+            return args.lr
+        frac = min(s / max(args.steps, 1), 1.0)
+        return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
+
+    run_start = time.time()
+    last_save = step
+    window = []
+    skipped = 0
+    while step < args.steps:
+        if args.minutes and time.time() - run_start > args.minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        x = sampler.batch(args.batch).to(device)
+        level = torch.rand(args.batch, device=device) * (LEVELS - 1)
+        tic = time.time()
+        out = net(x, level)
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(out["loss"]):
+            skipped += 1
+            log({"step": step, "event": "skipped non-finite loss", "skipped": skipped})
+            continue
+        out["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        if not torch.isfinite(norm):
+            skipped += 1
+            log({"step": step, "event": "skipped non-finite gradient", "skipped": skipped})
+            continue
+        opt.step()
+        elapsed += time.time() - tic
+        step += 1
+        window.append((out["loss"].item(), out["bpp"].mean().item(),
+                       (10 * torch.log10(1 / out["mse"].detach().clamp_min(1e-10))).mean().item()))
+        if step % 50 == 0:
+            arr = np.array(window)
+            log({"step": step, "loss": round(arr[:, 0].mean(), 4), "bpp": round(arr[:, 1].mean(), 4),
+                 "psnr": round(arr[:, 2].mean(), 3), "lr": lr_at(step),
+                 "train_minutes": round(elapsed / 60, 2)})
+            window = []
+        if step % args.val_every == 0 and val_images:
+            log({"step": step, "validation": evaluate(net, val_images)})
+        if step - last_save >= args.save_every:
+            save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                        "step": step, "elapsed": elapsed,
+                                        "config": net.config.to_dict()})
+            last_save = step
+    save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                "step": step, "elapsed": elapsed, "config": net.config.to_dict()})
+    if val_images:
+        log({"step": step, "validation": evaluate(net, val_images), "event": "end"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Load the shipped (or any exported) weights file: everything the codec needs, offline.
+
+A weights file is a NumPy ``.npz`` archive written by `neuralcodec.export`: float16 transform
+weights, the integer hyper-synthesis, and the integer frequency tables for z and y. Its
+*digest* is a SHA-256 over the sorted array names, dtypes, shapes and bytes (not over the zip
+bytes, which depend on timestamps); a `.vaez` file records its first 8 bytes, and decoding with
+different weights is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .entropy.tables import SymbolTable
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "vaez-ls1.npz"
+
+
+def content_digest(arrays: dict[str, np.ndarray]) -> bytes:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def pack_tables(tables: list[SymbolTable]) -> dict[str, np.ndarray]:
+    return {"offsets": np.array([t.offset for t in tables], dtype=np.int32),
+            "lengths": np.array([len(t.freqs) for t in tables], dtype=np.int32),
+            "freqs": np.concatenate([t.freqs for t in tables]).astype(np.int32)}
+
+
+def unpack_tables(offsets: np.ndarray, lengths: np.ndarray, freqs: np.ndarray) -> list[SymbolTable]:
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [SymbolTable(int(o), freqs[bounds[i]:bounds[i + 1]].astype(np.int64))
+            for i, o in enumerate(offsets.tolist())]
+
+
+@dataclass
+class Weights:
+    """The raw content of a weights file, grouped by the part of the codec that uses it."""
+
+    model_id: str
+    digest: bytes
+    config: dict
+    float_params: dict[str, np.ndarray]      # state-dict names -> arrays (float16/float32)
+    hyper_layers: list                       # for IntegerHyperSynthesis
+    gain_offsets: np.ndarray                 # (LEVELS, M) int64, see integer_hyper.scale_index
+    y_tables: list[SymbolTable]
+    z_tables: list[SymbolTable]
+    meta: dict
+
+
+def load_weights(path: str | Path | None = None) -> Weights:
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    float_params = {k[len("float/"):]: v for k, v in arrays.items() if k.startswith("float/")}
+    hyper_layers = []
+    for i, (pad, shuffle) in enumerate(meta["hyper_layers"]):
+        hyper_layers.append((arrays[f"hyper/{i}/weight"], arrays[f"hyper/{i}/bias"], int(pad), bool(shuffle)))
+    y_tables = unpack_tables(arrays["y/offsets"], arrays["y/lengths"], arrays["y/freqs"])
+    z_tables = unpack_tables(arrays["z/offsets"], arrays["z/lengths"], arrays["z/freqs"])
+    return Weights(model_id=meta["model_id"], digest=content_digest(arrays)[:8], config=meta["config"],
+                   float_params=float_params, hyper_layers=hyper_layers,
+                   gain_offsets=arrays["hyper/gain_offsets"].astype(np.int64), y_tables=y_tables,
+                   z_tables=z_tables, meta=meta)
