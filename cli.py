@@ -247,41 +247,45 @@ def _write_atomic(path: str, write, force: bool) -> None:
     """
     folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    created = False
+    exists_msg = f"{path} already exists (use --force to overwrite)"
+    tmp_made = False
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        created = True
+        tmp_made = True
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         if force:
             os.replace(tmp, path)
+            tmp_made = False
         else:
             try:
                 os.link(tmp, path)  # fails if path exists: no race with another writer
             except FileExistsError:
-                raise CliError(f"{path} already exists (use --force to overwrite)") from None
-            except OSError:  # no hard links here: check, then rename
+                raise CliError(exists_msg) from None
+            except OSError:  # no hard links on this file system: check, then rename
                 if os.path.lexists(path):
-                    raise CliError(f"{path} already exists (use --force to overwrite)") from None
+                    raise CliError(exists_msg) from None
                 os.replace(tmp, path)
-            else:
-                os.unlink(tmp)
-            created = False
+                tmp_made = False
+    except OSError as exc:
+        _remove_quietly(tmp if tmp_made else None)
+        raise CliError(f"cannot write {path}: {_oserror_text(exc)}") from None
     except BaseException:
-        if created:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        _remove_quietly(tmp if tmp_made else None)
         raise
-    finally:
-        if created and os.path.exists(tmp):  # force path succeeded: tmp already renamed
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    if tmp_made:  # linked into place: drop the temporary name
+        _remove_quietly(tmp)
+
+
+def _remove_quietly(path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _read_input(name: str) -> bytes:
@@ -342,6 +346,8 @@ def _check_output(src: str, dst: str, force: bool, written: dict[str, str]) -> N
         raise CliError(f"output {dst} is the input file itself; choose another name with -o")
     if os.path.isdir(dst):
         raise CliError(f"output {dst} is a directory")
+    if os.path.exists(dst) and not os.path.isfile(dst):
+        raise CliError(f"output {dst} exists and is not a regular file; not replacing it")
     if os.path.lexists(dst) and not force:
         raise CliError(f"{dst} already exists (use --force to overwrite)")
     folder = os.path.dirname(dst) or "."
@@ -370,9 +376,15 @@ def _run_each(args, work) -> int:
             display = "<stdin>" if src == STDIO else src
             reporter.progress(done, display)
             try:
+                if src != STDIO and not os.path.lexists(src):
+                    raise CliError(f"{src}: no such file")
+                if src != STDIO and os.path.isdir(src):
+                    raise CliError(f"{src}: is a directory, not a file")
                 _check_output(src, dst, args.force, written)
                 line = work(src, dst, args.force)
-            except (CliError, OSError, ValueError, RuntimeError, MemoryError, Exception) as exc:
+            except BrokenPipeError:
+                raise  # the reader of stdout is gone: stop (handled in main)
+            except Exception as exc:  # noqa: BLE001 - reported as one line, never a traceback
                 failed.append(display)
                 reporter.error(_describe(exc, display))
                 continue
@@ -392,10 +404,6 @@ def _run_each(args, work) -> int:
 def cmd_compress(args) -> int:
     def work(src, dst, force):
         data_in = _read_input(src) if src == STDIO else src
-        if src != STDIO and not os.path.exists(src):
-            raise CliError(f"{src}: no such file")
-        if src != STDIO and os.path.isdir(src):
-            raise CliError(f"{src}: is a directory")
         data = _codec().compress(data_in, quality=args.quality, coder=args.coder)
         if dst == STDIO:
             _write_stdout(data, force)
@@ -407,7 +415,7 @@ def cmd_compress(args) -> int:
         bpp = 8 * len(data) / (h.width * h.height)
         shown_src = "<stdin>" if src == STDIO else src
         shown_dst = "<stdout>" if dst == STDIO else dst
-        return f"{shown_src} -> {shown_dst}  {_human_size(len(data))}  {bpp:.3f} bpp"
+        return f"{shown_src} -> {shown_dst}  {_human_size(len(data))}  {bpp:.2f} bpp"
 
     return _run_each(args, work)
 
@@ -417,8 +425,17 @@ _SAVE_OPTIONS = {
     "WEBP": {"lossless": True, "exact": True},
     "JPEG": {"quality": 95},
     "JPEG2000": {"irreversible": False},
-    "TIFF": {"compression": "tiff_deflate"},
 }
+
+
+def _save_options(fmt: str) -> dict:
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if fmt == "TIFF":
+        from PIL import features
+
+        if features.check("libtiff"):
+            options["compression"] = "tiff_deflate"  # lossless and much smaller than raw
+    return options
 
 
 def _image_format(path: str) -> str:
@@ -434,7 +451,7 @@ def _image_format(path: str) -> str:
 
 
 def _encode_image(image, fmt: str, f) -> None:
-    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    options = _save_options(fmt)
     for key in ("icc_profile", "exif"):
         if image.info.get(key):
             options[key] = image.info[key]

@@ -44,6 +44,7 @@ import shlex
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -59,6 +60,7 @@ from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr
 
 __all__ = [
     "DEFAULT_QUALITIES", "BASELINES", "CodecUnavailable", "load_images", "load_ours", "measure",
+    "pillow_encoder", "pillow_decode",
     "measure_ours", "measure_pillow", "summarize", "bd_rates", "load_anchors",
     "anchor_bd_rates", "environment", "report", "plot", "run", "main",
 ]
@@ -93,6 +95,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 
 class CodecUnavailable(RuntimeError):
     """A codec cannot be measured here (not installed, no weights, ...)."""
+
+
+def _describe(exc: BaseException) -> str:
+    """Exception type, message and the innermost source line, on one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")
 
 
 def _log(message: str) -> None:
@@ -184,7 +193,8 @@ def measure(name: str, encode: Encoder, decode: Decoder, images, qualities,
     return points
 
 
-def _pillow_encoder(fmt: str, options: dict) -> Encoder:
+def pillow_encoder(fmt: str, options: dict) -> Encoder:
+    """encode(image, quality) -> bytes with Pillow's ``fmt`` and save options."""
     def encode(image: Image.Image, quality: float) -> bytes:
         buf = io.BytesIO()
         image.save(buf, fmt, quality=int(round(quality)), **options)
@@ -192,7 +202,8 @@ def _pillow_encoder(fmt: str, options: dict) -> Encoder:
     return encode
 
 
-def _pillow_decode(data: bytes) -> Image.Image:
+def pillow_decode(data: bytes) -> Image.Image:
+    """Decode any Pillow-readable file to an RGB image."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return im.convert("RGB") if im.mode != "RGB" else im.copy()
@@ -217,9 +228,9 @@ def measure_pillow(name: str, images, qualities=None, options: dict | None = Non
         raise CodecUnavailable("this Pillow has no AVIF support")
     if fmt == "WEBP" and not features.check("webp"):
         raise CodecUnavailable("this Pillow has no WebP support")
-    encode = _pillow_encoder(fmt, options)
-    _pillow_decode(encode(images[0][1], qualities[len(qualities) // 2]))   # warm-up
-    per_image = measure(name, encode, _pillow_decode, images, qualities, progress)
+    encode = pillow_encoder(fmt, options)
+    pillow_decode(encode(images[0][1], qualities[len(qualities) // 2]))   # warm-up
+    per_image = measure(name, encode, pillow_decode, images, qualities, progress)
     return {
         "name": name, "kind": "baseline",
         "settings": {"format": fmt, "qualities": qualities, "options": options,
@@ -248,8 +259,7 @@ def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours"
     try:
         codec.decompress(encode(images[0][1], 75))   # warm-up: loads the model
     except Exception as exc:  # noqa: BLE001 - any failure here means "not usable yet"
-        raise CodecUnavailable(f"the codec failed on a warm-up image "
-                               f"({type(exc).__name__}: {exc})") from exc
+        raise CodecUnavailable(f"the codec failed on a warm-up image: {_describe(exc)}") from exc
     per_image = measure(name, encode, codec.decompress, images, qualities, progress)
     settings = {"qualities": qualities, "coder": coder,
                 "version": getattr(codec, "__version__", None)}

@@ -73,7 +73,8 @@ class Codec:
 
     def _stage(self, name: str, start: float) -> float:
         now = time.perf_counter()
-        self._local.timings[name] = self._local.timings.get(name, 0.0) + now - start
+        timings = self._local.__dict__.setdefault("timings", {})
+        timings[name] = timings.get(name, 0.0) + now - start
         return now
 
     def _gain(self, quality: float, decoder: bool) -> np.ndarray:

@@ -71,7 +71,10 @@ def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> n
     decoder = _constriction.stream.queue.RangeDecoder(words)
     positions = np.empty(len(table_index), dtype=np.int64)
     order, used, bounds = _groups(table_index)
-    for k, t in enumerate(used.tolist()):
-        n = int(bounds[k + 1] - bounds[k])
-        positions[order[bounds[k]:bounds[k + 1]]] = decoder.decode(_model(tables[t]), n)
+    try:
+        for k, t in enumerate(used.tolist()):
+            n = int(bounds[k + 1] - bounds[k])
+            positions[order[bounds[k]:bounds[k + 1]]] = decoder.decode(_model(tables[t]), n)
+    except (AssertionError, RuntimeError, ValueError) as exc:  # constriction asserts on bad data
+        raise ValueError(f"range-coded stream is invalid ({exc})") from None
     return join_escapes(positions, escaped, table_index, tables)

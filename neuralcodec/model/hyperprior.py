@@ -80,7 +80,7 @@ class HyperSynthesis(nn.Module):
 class FactorizedPrior(nn.Module):
     """Per-channel learned cumulative distribution c(x) for the hyper-latent z."""
 
-    def __init__(self, channels: int, filters=(3, 3, 3), init_scale: float = 10.0):
+    def __init__(self, channels: int, filters=(3, 3, 3), init_scale: float = 0.5):
         super().__init__()
         dims = (1,) + tuple(filters) + (1,)
         scale = init_scale ** (1 / (len(filters) + 1))

@@ -99,6 +99,9 @@ def init_entropy_model(net: VaezNetwork, coefficient_std: torch.Tensor) -> None:
     """
     std = coefficient_std.clamp_min(1e-4).to(net.hyper_analysis.input_scale.dtype)
     net.hyper_analysis.input_scale.copy_(1.0 / std)
+    # z starts small (cheap to code); training grows it where side information pays off
+    net.hyper_analysis.net[-1].weight.mul_(0.1)
+    net.hyper_analysis.net[-1].bias.zero_()
     m = net.config.latent_channels
     last = net.hyper_synthesis.convs[-1]
     last.weight.mul_(0.1)

@@ -1,0 +1,372 @@
+"""Tests for the ``vaez`` command line (cli.py): mostly in-process via ``cli.main``."""
+
+import errno
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cli
+import neuralcodec
+
+ROOT = Path(__file__).resolve().parent.parent
+W, H = 40, 30
+
+
+def make_image(path, mode="RGB", seed=0):
+    """A small smooth-ish test image of ``mode`` saved at ``path``; returns the PIL image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    base = (xx * 5 + yy * 3) % 256
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    planes = [np.clip(base + rng.integers(-20, 20, (H, W)) + 40 * c, 0, 255) for c in range(channels)]
+    if mode in ("LA", "RGBA"):
+        planes[-1] = rng.integers(0, 256, (H, W))  # arbitrary alpha: must come back exactly
+    arr = np.stack(planes, axis=-1).astype(np.uint8)
+    im = Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+    im.save(path)
+    return im
+
+
+def run(capsys, *argv):
+    """Run cli.main in-process; returns (exit code, stdout text, stderr text)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def listing(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def assert_one_error_line(err, *needles):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("vaez: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], err
+
+
+@pytest.fixture
+def vaez_file(tmp_path, capsys):
+    src = tmp_path / "base.png"
+    make_image(src, "RGB")
+    code, _, err = run(capsys, "compress", src, "--quiet")
+    assert code == 0, err
+    return tmp_path / "base.vaez"
+
+
+# ---------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_round_trip_keeps_size_mode_alpha_and_input(tmp_path, capsys, mode):
+    src = tmp_path / f"in_{mode}.png"
+    original = make_image(src, mode)
+    before = digest(src)
+    code, _, err = run(capsys, "compress", src)
+    assert code == 0, err
+    packed = tmp_path / f"in_{mode}.vaez"
+    assert packed.is_file()
+    assert digest(src) == before  # the input is never modified
+    assert f"{src} -> {packed}" in err and "bpp" in err
+    out = tmp_path / "decoded.png"
+    code, _, err = run(capsys, "decompress", packed, "-o", out)
+    assert code == 0, err
+    with Image.open(out) as im:
+        assert im.size == (W, H) and im.mode == mode
+        if mode == "RGBA":
+            assert np.array_equal(np.asarray(im)[..., 3], np.asarray(original)[..., 3])
+    assert listing(tmp_path) == sorted([src.name, packed.name, out.name])  # no temp files
+
+
+def test_default_names(tmp_path, capsys):
+    src = tmp_path / "photo.bmp"
+    make_image(src)
+    assert run(capsys, "compress", src)[0] == 0
+    assert (tmp_path / "photo.vaez").is_file()
+    assert run(capsys, "decompress", tmp_path / "photo.vaez")[0] == 0
+    with Image.open(tmp_path / "photo.png") as im:
+        assert im.format == "PNG" and im.size == (W, H)
+
+
+def test_huffman_coder_round_trip_and_quality_rounding(tmp_path, capsys):
+    src = tmp_path / "h.png"
+    make_image(src, "RGB", seed=3)
+    out = tmp_path / "h.vaez"
+    code, _, err = run(capsys, "compress", src, "-o", out, "--coder", "huffman", "-q", "50.123")
+    assert code == 0, err
+    code, text, _ = run(capsys, "info", "--json", out)
+    info = json.loads(text)
+    assert info["coder"] == "huffman" and info["quality"] == 50.12
+    code, _, err = run(capsys, "decompress", out, "-o", tmp_path / "h2.png")
+    assert code == 0, err
+    with Image.open(tmp_path / "h2.png") as im:
+        assert im.size == (W, H) and im.mode == "RGB"
+
+
+def test_decompress_webp_is_lossless(tmp_path, capsys, vaez_file):
+    assert run(capsys, "decompress", vaez_file, "-o", tmp_path / "d.png")[0] == 0
+    code, _, err = run(capsys, "decompress", vaez_file, "-o", tmp_path / "d.webp")
+    assert code == 0, err
+    with Image.open(tmp_path / "d.png") as a, Image.open(tmp_path / "d.webp") as b:
+        assert b.format == "WEBP"
+        assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+# ---------------------------------------------------------------- output naming
+
+def test_output_file_and_directories(tmp_path, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    make_image(a, seed=1)
+    make_image(b, "L", seed=2)
+    assert run(capsys, "compress", a, "-o", tmp_path / "custom.vaez")[0] == 0
+    assert (tmp_path / "custom.vaez").is_file()
+    # a trailing slash means a directory, created if missing
+    assert run(capsys, "compress", a, "-o", f"{tmp_path / 'new'}/")[0] == 0
+    assert listing(tmp_path / "new") == ["a.vaez"]
+    # several inputs: -o is a directory
+    (tmp_path / "many").mkdir()
+    code, _, err = run(capsys, "compress", a, b, "-o", tmp_path / "many")
+    assert code == 0, err
+    assert listing(tmp_path / "many") == ["a.vaez", "b.vaez"]
+    assert err.count(" -> ") == 2
+    code, _, err = run(capsys, "decompress", tmp_path / "many" / "a.vaez",
+                       tmp_path / "many" / "b.vaez", "-o", tmp_path / "dec", "--quiet")
+    assert code == 0 and err == ""
+    assert listing(tmp_path / "dec") == ["a.png", "b.png"]
+
+
+def test_several_inputs_keep_going_after_failures(tmp_path, capsys):
+    good = tmp_path / "good.png"
+    make_image(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not an image")
+    code, _, err = run(capsys, "compress", bad, tmp_path / "missing.png", good)
+    assert code == 1
+    assert (tmp_path / "good.vaez").is_file()
+    assert not (tmp_path / "bad.vaez").exists() and not (tmp_path / "missing.vaez").exists()
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("vaez: error:")]
+    assert any("bad.png" in line for line in errors)
+    assert any("missing.png" in line for line in errors)
+    assert "2 of 3 files failed" in errors[-1]
+
+
+# ---------------------------------------------------------------- overwriting
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    make_image(a)
+    make_image(b, seed=5)
+    (tmp_path / "a.vaez").write_bytes(b"precious")
+    code, _, err = run(capsys, "compress", a, b)
+    assert code == 1
+    assert "a.vaez already exists" in err and "--force" in err
+    assert (tmp_path / "a.vaez").read_bytes() == b"precious"
+    assert (tmp_path / "b.vaez").is_file()  # the other input was still processed
+    code, _, err = run(capsys, "compress", a, "--force")
+    assert code == 0, err
+    assert (tmp_path / "a.vaez").read_bytes()[:5] == b"\x89VAEZ"
+    # decompress refuses as well
+    (tmp_path / "a_out.png").write_bytes(b"keep")
+    code, _, err = run(capsys, "decompress", tmp_path / "a.vaez", "-o", tmp_path / "a_out.png")
+    assert code == 1 and (tmp_path / "a_out.png").read_bytes() == b"keep"
+    assert_one_error_line(err, "already exists")
+
+
+def test_never_writes_onto_the_input(tmp_path, capsys):
+    src = tmp_path / "x.png"
+    make_image(src)
+    before = digest(src)
+    code, _, err = run(capsys, "compress", src, "-o", src, "--force")
+    assert code == 1 and digest(src) == before
+    assert_one_error_line(err, "x.png")
+
+
+# ---------------------------------------------------------------- failures leave nothing
+
+def test_corrupt_vaez_leaves_no_output(tmp_path, capsys, vaez_file):
+    data = bytearray(vaez_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.vaez"
+    bad.write_bytes(bytes(data))
+    before = listing(tmp_path)
+    code, _, err = run(capsys, "decompress", bad)
+    assert code == 1
+    assert_one_error_line(err, "bad.vaez")
+    assert listing(tmp_path) == before
+    code, _, err = run(capsys, "info", bad)
+    assert code == 1
+    assert_one_error_line(err, "bad.vaez")
+
+
+def test_unreadable_image_and_missing_file(tmp_path, capsys):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = run(capsys, "compress", junk)
+    assert code == 1
+    assert_one_error_line(err, "junk.png")
+    code, _, err = run(capsys, "compress", tmp_path / "nope.png")
+    assert code == 1
+    assert_one_error_line(err, "nope.png")
+    assert listing(tmp_path) == ["junk.png"]
+
+
+def test_output_parent_is_a_file(tmp_path, capsys):
+    src = tmp_path / "p.png"
+    make_image(src)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    code, _, err = run(capsys, "compress", src, "-o", blocker / "out.vaez")
+    assert code == 1
+    assert_one_error_line(err, "p.png")
+    assert listing(tmp_path) == ["blocker", "p.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="permissions are not enforced for root")
+def test_output_dir_not_writable(tmp_path, capsys):
+    src = tmp_path / "p.png"
+    make_image(src)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run(capsys, "compress", src, "-o", locked / "out.vaez")
+        assert code == 1
+        assert_one_error_line(err, "p.png")
+        assert listing(locked) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_disk_full_and_interrupt_leave_no_temp_file(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "s.png"
+    make_image(src)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    code, _, err = run(capsys, "compress", src)
+    assert code == 1
+    assert_one_error_line(err, "s.png", "no space left")
+    assert listing(tmp_path) == ["s.png"]
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    code, _, err = run(capsys, "compress", src)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    assert listing(tmp_path) == ["s.png"]
+
+
+# ---------------------------------------------------------------- stdin / stdout
+
+def test_stdin_stdout_in_process(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "s.png"
+    make_image(src, "RGBA")
+
+    def pipe(argv, data):
+        stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        monkeypatch.setattr(sys, "stdout", stdout)
+        code = cli.main(argv)
+        monkeypatch.undo()
+        return code, stdout.buffer.getvalue()
+
+    code, packed = pipe(["compress", "-", "-o", "-"], src.read_bytes())
+    assert code == 0 and packed.startswith(b"\x89VAEZ")
+    code, png = pipe(["decompress", "-", "-o", "-"], packed)
+    assert code == 0
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and im.size == (W, H) and im.mode == "RGBA"
+    assert listing(tmp_path) == ["s.png"]
+    assert run(capsys, "compress", "-", src)[0] == 2  # '-' only as the sole input
+
+
+def test_stdin_stdout_subprocess(tmp_path):
+    src = tmp_path / "s.png"
+    make_image(src)
+    proc = subprocess.run([sys.executable, "-m", "cli", "compress", "-", "-o", "-", "-q", "30"],
+                          input=src.read_bytes(), capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"\x89VAEZ")
+    image = neuralcodec.decompress(proc.stdout)
+    assert image.size == (W, H)
+
+
+# ---------------------------------------------------------------- info, version, help
+
+def test_info_text_and_json(tmp_path, capsys, vaez_file):
+    size = vaez_file.stat().st_size
+    code, out, _ = run(capsys, "info", vaez_file)
+    assert code == 0
+    for needle in ("40x30", "RGB", "quality", "coder", "ZSYM", "YSYM", str(size), "bpp"):
+        assert needle in out
+    code, out, _ = run(capsys, "info", "--json", vaez_file)
+    info = json.loads(out)
+    assert (info["width"], info["height"], info["mode"]) == (W, H, "RGB")
+    assert info["total_bytes"] == size
+    assert info["bpp"] == pytest.approx(8 * size / (W * H))
+    assert {"ZSYM", "YSYM"} <= set(info["sections"])
+    assert info["model_id"] and len(info["model_digest"]) == 16
+    code, out, _ = run(capsys, "info", "--json", vaez_file, vaez_file)
+    assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.0.0"
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "examples:" in out and "vaez compress" in out
+    for sub in ("compress", "decompress", "info"):
+        code, out, _ = run(capsys, sub, "--help")
+        assert code == 0 and "examples:" in out
+
+
+def test_usage_errors(tmp_path, capsys):
+    for argv in (["compress", "x.png", "-q", "0"], ["compress", "x.png", "-q", "101"],
+                 ["compress", "x.png", "-q", "nan"], ["compress", "x.png", "--coder", "zip"],
+                 [], ["frobnicate"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert_one_error_line(err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_light_paths_do_not_import_torch(vaez_file):
+    script = (
+        "import sys, cli\n"
+        f"codes = [cli.main(['--version']), cli.main(['--help']), cli.main(['info', {str(vaez_file)!r}]),"
+        f" cli.main(['info', '--json', {str(vaez_file)!r}]), cli.main(['compress', '--help'])]\n"
+        "assert codes == [0] * 5, codes\n"
+        "heavy = [m for m in ('torch', 'neuralcodec.codec') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+def test_progress_bar_only_on_a_tty(tmp_path, capsys, monkeypatch):
+    for name in ("a.png", "b.png"):
+        make_image(tmp_path / name)
+    code, _, err = run(capsys, "compress", tmp_path / "a.png", tmp_path / "b.png")
+    assert code == 0 and "\r" not in err and "[" not in err  # not a terminal: no bar
+    monkeypatch.setattr(cli, "_isatty", lambda stream: True)
+    code, _, err = run(capsys, "compress", tmp_path / "a.png", tmp_path / "b.png", "--force")
+    assert code == 0 and "\r" in err and "] 1/2 " in err and "] 2/2" in err
+    assert err.count(" -> ") == 2  # the per-file lines are still there
