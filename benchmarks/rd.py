@@ -406,6 +406,14 @@ def environment() -> dict:
             "cpus": os.cpu_count()}
 
 
+def _number(value) -> float:
+    """A float from a point value, also as read back from rd.json (None, "inf")."""
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -519,29 +527,39 @@ def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
         _log("note: matplotlib is not installed (pip install matplotlib); no plot written, "
              "the table and rd.json are complete without it")
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    measured_colours = iter(plt.get_cmap("tab10").colors)
+    anchor_colours = iter(plt.get_cmap("tab20b").colors + plt.get_cmap("tab20c").colors)
+    visible = {"psnr": [], "ms_ssim_db": []}
     for record in results["codecs"]:
         pts = sorted(record["points"], key=lambda p: p["bpp"])
         x = [p["bpp"] for p in pts]
-        anchor = record["kind"] == "anchor"
-        style = {"linestyle": "--", "linewidth": 1.0, "marker": None, "alpha": 0.8} if anchor \
-            else {"linestyle": "-", "linewidth": 2.2 if record["kind"] == "ours" else 1.6,
-                  "marker": "o", "markersize": 3.5}
+        if record["kind"] == "anchor":
+            label = f"{record['name']} (published)"
+            style = {"linestyle": "--", "linewidth": 1.0, "color": next(anchor_colours)}
+        else:
+            label = record["name"]
+            style = {"linestyle": "-", "marker": "o", "markersize": 3.5,
+                     "linewidth": 2.4 if record["kind"] == "ours" else 1.6,
+                     "color": next(measured_colours), "zorder": 3}
         for ax, key in zip(axes, ("psnr", "ms_ssim_db")):
-            y = [p[key] for p in pts]
+            y = [_number(p.get(key)) for p in pts]
             if all(not math.isfinite(v) for v in y):
                 continue
-            ax.plot(x, y, label=record["name"], **style)
-    for ax, label in zip(axes, ("PSNR RGB (dB)", "MS-SSIM RGB (dB)")):
+            visible[key] += [v for b, v in zip(x, y) if b <= max_bpp and math.isfinite(v)]
+            ax.plot(x, y, label=label if ax is axes[0] else None, **style)
+    for ax, key, label in zip(axes, ("psnr", "ms_ssim_db"), ("PSNR RGB (dB)", "MS-SSIM RGB (dB)")):
         ax.set_xlim(0, max_bpp)
-        ax.set_xlabel("bits per pixel")
+        if visible[key]:
+            lo, hi = min(visible[key]), max(visible[key])
+            ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
+        ax.set_xlabel("bits per pixel (ours and Pillow: whole file)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].autoscale(axis="y")
-    axes[1].legend(fontsize=7, loc="lower right")
+    fig.legend(loc="center right", fontsize=7.5, frameon=False)
     fig.suptitle(f"{len(results['images'])} images from {Path(results['directory']).name}: "
-                 "ours and Pillow baselines (solid), published curves (dashed)")
-    fig.tight_layout()
+                 "measured (solid), published curves (dashed, bpp without headers)")
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return True
@@ -550,8 +568,10 @@ def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
 # -- command line ---------------------------------------------------------------------------
 
 def _parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0],
+        epilog="Give DIR before options that take several values (--qualities, --coder, "
+               "--baselines, --*-qualities).")
     p.add_argument("directory", help="folder of test images (e.g. the 24 Kodak PNGs)")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--qualities", type=float, nargs="+", default=DEFAULT_QUALITIES,
@@ -606,7 +626,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
         if key not in args.baselines:
             continue
         name, qualities, options = sweeps[key]
-        _log(f"{name}: {len(qualities or BASELINES[name]['qualities'])} qualities x {len(images)} images")
+        count = len(qualities or BASELINES[name]["qualities"])
+        _log(f"{name}: {count} qualities x {len(images)} images")
         try:
             records.append(measure_pillow(name, images, qualities, options,
                                           threads=args.threads, progress=progress))

@@ -295,7 +295,8 @@ def report(results: dict) -> str:
     cold = results.get("cold")
     if cold and "import_s" in cold:
         lines += [f"## Cold start (fresh process, median of {cold['runs']})", "",
-                  "| import neuralcodec | first compress (torch + model load) | first decompress | whole process |",
+                  "| import neuralcodec | first compress (torch + model load) "
+                  "| first decompress | whole process |",
                   "|---|---|---|---|",
                   f"| {_ms(cold['import_s'])} ms | {_ms(cold.get('first_compress_s'))} ms | "
                   f"{_ms(cold.get('first_decompress_s'))} ms | {_ms(cold['process_s'])} ms |", ""]

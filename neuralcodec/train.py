@@ -105,6 +105,21 @@ def center_crop_tensor(im: np.ndarray, size: int, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
+# Learning-rate multipliers. The linear transforms start as an orthonormal KLT and only need
+# small corrections (at full rate Adam's noisy steps wreck them: measured, PSNR fell 3 dB in 500
+# steps); the factorized prior of z is tiny and must track h_a closely.
+LR_SCALES = (("analysis.lapped.", 0.05), ("synthesis.to_blocks.", 0.05),
+             ("analysis.blocks.", 0.25), ("synthesis.blocks.", 0.25), ("prior.", 3.0))
+
+
+def parameter_groups(net: VaezNetwork) -> list[dict]:
+    groups: dict[float, list] = {}
+    for name, param in net.named_parameters():
+        scale = next((s for prefix, s in LR_SCALES if name.startswith(prefix)), 1.0)
+        groups.setdefault(scale, []).append(param)
+    return [{"params": params, "lr_scale": scale} for scale, params in sorted(groups.items())]
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -165,11 +180,7 @@ def main(argv=None) -> int:
     sampler = CropSampler(train_images, args.crop, args.seed + int(time.time()) % 100000)
     ckpt_path = args.out / "last.pt"
     net = VaezNetwork(ModelConfig()).to(device)
-    # the factorized prior of z is tiny and must track h_a closely: it learns 3x faster
-    prior_params = list(net.prior.parameters())
-    other_params = [p for n, p in net.named_parameters() if not n.startswith("prior.")]
-    opt = torch.optim.Adam([{"params": other_params, "lr_scale": 1.0},
-                            {"params": prior_params, "lr_scale": 3.0}], lr=args.lr)
+    opt = torch.optim.Adam(parameter_groups(net), lr=args.lr)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)

@@ -158,3 +158,22 @@ def test_rd_bd_rates_and_anchors(tmp_path):
     vs = rd.anchor_bd_rates([ours], anchors)["ours"]["X"]
     assert vs["psnr"]["bd_rate"] == pytest.approx(-50.0)
     assert vs["ms_ssim"]["bd_rate"] == pytest.approx(-50.0)
+
+
+def test_scripts_skip_our_codec_when_it_is_absent(tmp_path, capsys, monkeypatch):
+    from benchmarks import speed
+
+    monkeypatch.setattr(rd, "load_ours", lambda: (None, "neuralcodec has no compress() yet"))
+    monkeypatch.setattr(speed, "load_ours", lambda: (None, "neuralcodec has no compress() yet"))
+    images = tmp_path / "images"
+    images.mkdir()
+    synthetic_image(170, 170, seed=2).save(images / "b.png")
+    assert rd.main(["--baselines", "jpeg", "--jpeg-qualities", "30", "70", "--quiet",
+                    "--out", str(tmp_path / "out"), str(images)], prog="rd") == 0
+    assert "ours was skipped: neuralcodec has no compress() yet" in capsys.readouterr().out
+
+    assert speed.main([str(images / "b.png"), "--repeat", "1", "--json",
+                       str(tmp_path / "speed.json")], prog="speed") == 0
+    printed = capsys.readouterr().out
+    assert "ours: not measured" in printed and "| JPEG |" in printed
+    assert json.loads((tmp_path / "speed.json").read_text())["pillow"][0]["bpp"] > 0
