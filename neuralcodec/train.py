@@ -109,7 +109,8 @@ def center_crop_tensor(im: np.ndarray, size: int, device) -> torch.Tensor:
 # small corrections (at full rate Adam's noisy steps wreck them: measured, PSNR fell 3 dB in 500
 # steps); the factorized prior of z is tiny and must track h_a closely.
 LR_SCALES = (("analysis.lapped.", 0.05), ("synthesis.to_blocks.", 0.05),
-             ("analysis.blocks.", 0.25), ("synthesis.blocks.", 0.25), ("prior.", 3.0))
+             ("analysis.blocks.", 0.25), ("synthesis.blocks.", 0.25), ("prior.", 3.0),
+             ("gains.", 5.0))
 
 
 def parameter_groups(net: VaezNetwork) -> list[dict]:
@@ -185,7 +186,10 @@ def main(argv=None) -> int:
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError as exc:   # parameter groups changed: keep the weights, new optimizer
+            log({"event": "fresh optimizer", "reason": str(exc)})
         step, elapsed = state["step"], state.get("elapsed", 0.0)
         log({"event": "resume", "step": step, "elapsed_minutes": round(elapsed / 60, 1)})
     elif args.init is not None:

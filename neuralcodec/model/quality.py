@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 LEVELS = 8
-LAMBDA_MIN = 0.0009     # weight of 255^2 * MSE against bits per pixel at the lowest level
-LAMBDA_MAX = 0.25       # ... and at the highest level
+LAMBDA_MIN = 0.0005     # weight of 255^2 * MSE against bits per pixel at the lowest level
+LAMBDA_MAX = 0.12       # ... and at the highest level
 
 
 def level_from_quality(quality: float) -> float:
