@@ -21,10 +21,9 @@ from formats import VaezError, VaezHeader
 
 from .entropy import coders
 from .model.integer_hyper import Z_LIMIT, scale_index
+from .model.network import PAD_MULTIPLE
+from .model.transforms import BLOCK
 from .weights import Weights, load_weights
-
-BLOCK = 8
-PAD_MULTIPLE = 32
 
 
 def _latent_shapes(width: int, height: int, config: dict):
@@ -81,7 +80,7 @@ class Codec:
         """Per-channel float gain (M, 1, 1) at ``quality``; it only scales values, never picks tables."""
         from .model.quality import level_from_quality
 
-        level = self._torch.tensor([level_from_quality(quality)])
+        level = self._torch.tensor([level_from_quality(quality)], device=self.device)
         gains = self.net.gains.decoder_gain(level) if decoder else self.net.gains.encoder_gain(level)
         return gains[0].double().cpu().numpy()
 
@@ -104,8 +103,6 @@ class Codec:
         t = time.perf_counter()
         loaded = formats.load_image(image)
         height, width = loaded.pixels.shape[:2]
-        if width * height > formats.MAX_PIXELS or max(width, height) > formats.MAX_SIDE:
-            raise ValueError(f"image of {width}x{height} pixels exceeds the format's limits")
         t = self._stage("load", t)
         rgb = loaded.pixels if loaded.pixels.ndim == 3 else np.repeat(loaded.pixels[:, :, None], 3, 2)
         y_shape, z_shape = _latent_shapes(width, height, self.weights.config)
@@ -131,6 +128,8 @@ class Codec:
             sections["ALPH"] = formats.encode_alpha(loaded.alpha)
         if loaded.icc_profile:
             sections["ICCP"] = loaded.icc_profile
+        if loaded.exif:
+            sections["EXIF"] = loaded.exif
         header = VaezHeader(width=width, height=height, mode=loaded.mode, quality=quality,
                             coder=backend.NAME, model_id=self.model_id,
                             model_digest=self.weights.digest, y_shape=tuple(y_shape),
@@ -142,7 +141,7 @@ class Codec:
     # -- decoding -------------------------------------------------------------------------
     def decode_latents(self, data: bytes):
         """Entropy-decode ``data``: (header, sections, z symbols, y symbols, mean, scale index)."""
-        header, sections = formats.unpack(bytes(data))
+        header, sections = formats.unpack(data)
         if header.model_id != self.model_id or header.model_digest != self.weights.digest:
             raise VaezError(
                 f"this file needs model {header.model_id} (digest {header.model_digest.hex()}), "
@@ -152,7 +151,7 @@ class Codec:
             raise VaezError(f"latent shapes {header.y_shape}/{header.z_shape} do not match a "
                             f"{header.width}x{header.height} image")
         try:
-            backend = coders.get(header.coder, fallback=False)
+            backend = coders.get(header.coder)
         except (ValueError, RuntimeError) as exc:
             raise VaezError(str(exc)) from None
         t = time.perf_counter()
@@ -191,11 +190,24 @@ class Codec:
         else:
             pixels = np.ascontiguousarray(rgb)
         alpha = None
-        if header.mode in ("LA", "RGBA"):
+        if header.has_alpha:
             alpha = formats.decode_alpha(sections["ALPH"], header.width, header.height)
-        image = formats.to_pil(pixels, alpha, header.mode, sections.get("ICCP"), sections.get("EXIF"))
+        exif = sections.get("EXIF")
+        if exif is not None:
+            _check_exif(exif)
+        image = formats.to_pil(pixels, alpha, header.mode, sections.get("ICCP"), exif)
         self._stage("image", t)
         return image
+
+
+def _check_exif(exif: bytes) -> None:
+    """Refuse an EXIF section Pillow cannot parse (it would fail later, when saving)."""
+    from PIL import Image
+
+    try:
+        Image.Exif().load(exif)
+    except Exception as exc:  # Pillow raises SyntaxError, struct.error, ValueError, ...
+        raise VaezError(f"EXIF section is malformed ({type(exc).__name__}: {exc})") from None
 
 
 _DEFAULT: Codec | None = None

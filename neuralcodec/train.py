@@ -178,7 +178,7 @@ def main(argv=None) -> int:
          "load_seconds": round(time.time() - t0, 1), "device": str(device),
          "threads": torch.get_num_threads()})
 
-    sampler = CropSampler(train_images, args.crop, args.seed + int(time.time()) % 100000)
+    sampler = CropSampler(train_images, args.crop, args.seed)
     ckpt_path = args.out / "last.pt"
     net = VaezNetwork(ModelConfig()).to(device)
     opt = torch.optim.Adam(parameter_groups(net), lr=args.lr)
@@ -192,6 +192,7 @@ def main(argv=None) -> int:
             log({"event": "fresh optimizer", "reason": str(exc)})
         step, elapsed = state["step"], state.get("elapsed", 0.0)
         log({"event": "resume", "step": step, "elapsed_minutes": round(elapsed / 60, 1)})
+        sampler.rng = np.random.default_rng([args.seed, step])   # new crops after a resume
     elif args.init is not None:
         state = torch.load(args.init, map_location=device, weights_only=False)
         net.load_state_dict(state["model"])
@@ -226,6 +227,9 @@ def main(argv=None) -> int:
         tic = time.time()
         out = net(x, level)
         opt.zero_grad(set_to_none=True)
+        if skipped > 100:
+            log({"step": step, "event": "stopping: 100 non-finite steps"})
+            return 1
         if not torch.isfinite(out["loss"]):
             skipped += 1
             log({"step": step, "event": "skipped non-finite loss", "skipped": skipped})

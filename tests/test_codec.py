@@ -120,22 +120,26 @@ def test_symbol_checksum_catches_a_changed_stream(codec):
         codec.decompress(forged)
 
 
-def test_corrupt_streams_raise_vaez_error_only(codec):
-    data = codec.compress(natural_image(32, 48, seed=4), quality=70)
+@pytest.mark.parametrize("coder", ["constriction", "huffman"])
+def test_damaged_streams_are_detected(codec, coder):
+    """Flipped bits, cut or appended bytes in the latent streams: always a VaezError."""
+    data = codec.compress(natural_image(32, 48, seed=4), quality=70, coder=coder)
     header, sections = formats.unpack(data)
     rng = np.random.default_rng(0)
-    for _ in range(40):
+    for trial in range(40):
         damaged = dict(sections)
-        for tag in ("ZSYM", "YSYM"):
-            stream = bytearray(damaged[tag])
-            if stream and rng.random() < 0.7:
-                stream[rng.integers(len(stream))] ^= 1 << int(rng.integers(8))
-            damaged[tag] = bytes(stream[: len(stream) - int(rng.integers(0, 3))])
-        forged = formats.pack(header, damaged)
-        try:
-            codec.decompress(forged)
-        except formats.VaezError:
-            pass
+        tag = ("ZSYM", "YSYM")[trial % 2]
+        stream = bytearray(damaged[tag])
+        kind = trial % 4
+        if kind < 2:
+            stream[rng.integers(len(stream))] ^= 1 << int(rng.integers(8))
+        elif kind == 2:
+            del stream[len(stream) - int(rng.integers(1, 4)):]
+        else:
+            stream += bytes(rng.integers(0, 256, size=8, dtype=np.uint8))
+        damaged[tag] = bytes(stream)
+        with pytest.raises(formats.VaezError):
+            codec.decompress(formats.pack(header, damaged))
 
 
 def test_truncated_file_raises_vaez_error(codec):
@@ -180,6 +184,35 @@ def test_codec_is_shareable_between_threads(codec):
 
     images = [natural_image(32, 40, seed=s) for s in range(4)]
     expected = [codec.compress(im, quality=50) for im in images]
+    decoded = [np.asarray(codec.decompress(d)) for d in expected]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda im: codec.compress(im, quality=50), images))
+        back = list(pool.map(lambda d: np.asarray(codec.decompress(d)), expected))
     assert got == expected
+    assert all(np.array_equal(a, b) for a, b in zip(back, decoded))
+
+
+def test_exif_and_icc_survive_and_orientation_is_applied(codec, tmp_path):
+    from PIL import ImageCms
+
+    img = Image.fromarray(natural_image(20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6                    # rotate 90 degrees clockwise to display
+    exif[0x010F] = "vaez test camera"   # Make
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = tmp_path / "with_meta.png"
+    img.save(path, exif=exif.tobytes(), icc_profile=icc)
+    out = codec.decompress(codec.compress(str(path), quality=60))
+    assert out.size == (20, 30)                      # orientation applied
+    assert out.info.get("icc_profile") == icc
+    kept = Image.Exif()
+    kept.load(out.info["exif"])
+    assert kept[0x010F] == "vaez test camera" and kept.get(0x0112, 1) == 1
+
+
+def test_malformed_exif_section_is_refused(codec):
+    data = codec.compress(natural_image(16, 16), quality=50)
+    header, sections = formats.unpack(data)
+    forged = formats.pack(header, {**sections, "EXIF": b"Exif\0\0garbage-not-tiff"})
+    with pytest.raises(formats.VaezError, match="EXIF"):
+        codec.decompress(forged)

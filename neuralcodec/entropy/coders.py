@@ -6,11 +6,11 @@ from types import ModuleType
 NAMES = ("constriction", "huffman")
 
 
-def get(name: str = "auto", fallback: bool = True) -> ModuleType:
+def get(name: str = "auto") -> ModuleType:
     """The backend module for ``name``; ``auto`` prefers constriction, else Huffman."""
     from . import constriction_coder, huffman
 
-    if name == "auto" and fallback:
+    if name == "auto":
         return constriction_coder if constriction_coder.available() else huffman
     if name == "constriction":
         if not constriction_coder.available():

@@ -23,17 +23,18 @@ def available() -> bool:
     return _constriction is not None
 
 
-_MODEL_CACHE: dict[int, object] = {}
+_MODEL_CACHE: dict[bytes, object] = {}
 
 
 def _model(table: SymbolTable):
-    key = id(table)
+    """constriction model for a table, cached by the table's content (equal tables share one)."""
+    key = table.freqs.astype("<i8").tobytes()
     model = _MODEL_CACHE.get(key)
-    if model is None or model[0] is not table:
+    if model is None:
         probabilities = table.freqs.astype(np.float64) / float(table.freqs.sum())
-        model = (table, _constriction.stream.model.Categorical(probabilities, perfect=False))
+        model = _constriction.stream.model.Categorical(probabilities, perfect=False)
         _MODEL_CACHE[key] = model
-    return model[1]
+    return model
 
 
 def _groups(table_index: np.ndarray):
@@ -77,4 +78,6 @@ def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> n
             positions[order[bounds[k]:bounds[k + 1]]] = decoder.decode(_model(tables[t]), n)
     except (AssertionError, RuntimeError, ValueError) as exc:  # constriction asserts on bad data
         raise ValueError(f"range-coded stream is invalid ({exc})") from None
+    if not decoder.maybe_exhausted():
+        raise ValueError("range-coded stream has trailing data")
     return join_escapes(positions, escaped, table_index, tables)

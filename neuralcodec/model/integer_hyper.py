@@ -48,7 +48,22 @@ class IntegerHyperSynthesis:
             fan_in = w.shape[1] * w.shape[2] * w.shape[3]
             assert fan_in <= 4096 and float(w.abs().max()) <= 2 ** 15
 
-    def __call__(self, z: np.ndarray):
+    def __call__(self, z: np.ndarray, strip_rows: int = 8):
+        """Run on horizontal strips of z with a halo wide enough for the receptive field, so
+        memory stays bounded on big images; the cropped strips equal the whole-image result."""
+        rows = z.shape[1]
+        halo = 3                                    # z rows that influence an output row
+        means, coordinates = [], []
+        for top in range(0, rows, strip_rows):
+            lo, hi = max(top - halo, 0), min(top + strip_rows + halo, rows)
+            mean, coordinate = self._run(z[:, lo:hi])
+            up = 4                                  # output rows per z row
+            keep = slice((top - lo) * up, (top - lo + min(strip_rows, rows - top)) * up)
+            means.append(mean[:, keep])
+            coordinates.append(coordinate[:, keep])
+        return np.concatenate(means, axis=1), np.concatenate(coordinates, axis=1)
+
+    def _run(self, z: np.ndarray):
         a = torch.from_numpy(np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.float64)[None]) * (1 << ACT_BITS)
         limit = float(1 << ACT_LIMIT_BITS)
         scale = float(1 << WEIGHT_BITS)
