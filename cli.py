@@ -1,9 +1,9 @@
 """The ``vaez`` command line: compress images to ``.vaez``, decompress them, inspect files.
 
 Only the compress and decompress paths load torch and the model; ``--help``, ``--version``
-and ``info`` stay light. Every output is written atomically (a temporary file in the target
-directory, then a rename), an existing file is only replaced with ``--force``, and the
-inputs are never written to. Errors are reported as one line
+and ``info`` stay light. Every output is written atomically by ``formats.atomic_write`` (a
+temporary file in the target directory, then a rename), an existing file is only replaced
+with ``--force``, and the inputs are never written to. Errors are reported as one line
 ``vaez: error: <file>: <message>``; exit status 0 on success, 1 when any file failed,
 2 for usage errors and 130 when interrupted.
 """
@@ -14,7 +14,6 @@ import errno
 import json
 import math
 import os
-import secrets
 import shutil
 import sys
 
@@ -238,54 +237,23 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _write_atomic(path: str, write, force: bool) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place.
+def _output_error(path: str, exc: OSError) -> CliError:
+    """The one-line CliError for a refused or failed write of ``path``."""
+    from formats import OutputExistsError
 
-    Without ``force`` an existing ``path`` is never replaced (checked atomically where the
-    file system supports hard links). On any failure or interrupt the temporary file is
-    removed and ``path`` is left as it was.
-    """
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    exists_msg = f"{path} already exists (use --force to overwrite)"
-    tmp_made = False
+    if isinstance(exc, OutputExistsError):
+        return CliError(f"{path} already exists (use --force to overwrite)")
+    return CliError(f"cannot write {path}: {_oserror_text(exc)}")
+
+
+def _write_file(path: str, write, force: bool) -> None:
+    """``formats.atomic_write`` (temporary file, fsync, rename; no overwrite without force)."""
+    from formats import atomic_write
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        tmp_made = True
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, path)
-            tmp_made = False
-        else:
-            try:
-                os.link(tmp, path)  # fails if path exists: no race with another writer
-            except FileExistsError:
-                raise CliError(exists_msg) from None
-            except OSError:  # no hard links on this file system: check, then rename
-                if os.path.lexists(path):
-                    raise CliError(exists_msg) from None
-                os.replace(tmp, path)
-                tmp_made = False
+        atomic_write(path, write, force)
     except OSError as exc:
-        _remove_quietly(tmp if tmp_made else None)
-        raise CliError(f"cannot write {path}: {_oserror_text(exc)}") from None
-    except BaseException:
-        _remove_quietly(tmp if tmp_made else None)
-        raise
-    if tmp_made:  # linked into place: drop the temporary name
-        _remove_quietly(tmp)
-
-
-def _remove_quietly(path: str | None) -> None:
-    if path is None:
-        return
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        raise _output_error(path, exc) from None
 
 
 def _read_input(name: str) -> bytes:
@@ -308,10 +276,14 @@ def _write_stdout(data: bytes, force: bool) -> None:
     out.flush()
 
 
+def _require_single_stdin(inputs: list[str]) -> None:
+    if STDIO in inputs and len(inputs) > 1:
+        raise Usage("'-' (stdin) can only be used as the only input")
+
+
 def _plan_outputs(inputs: list[str], output: str | None, suffix: str) -> list[str]:
     """The output path for every input (STDIO for stdout); raises Usage for bad combinations."""
-    if inputs.count(STDIO) and len(inputs) > 1:
-        raise Usage("'-' (stdin) can only be used as the only input")
+    _require_single_stdin(inputs)
     if output == STDIO and len(inputs) > 1:
         raise Usage("-o - (stdout) needs exactly one input")
     as_dir = output is not None and output != STDIO and (
@@ -344,16 +316,12 @@ def _check_output(src: str, dst: str, force: bool, written: dict[str, str]) -> N
         raise CliError(f"{dst} was already written from {written[key]} in this run")
     if src != STDIO and _same_file(src, dst):
         raise CliError(f"output {dst} is the input file itself; choose another name with -o")
-    if os.path.isdir(dst):
-        raise CliError(f"output {dst} is a directory")
-    if os.path.exists(dst) and not os.path.isfile(dst):
-        raise CliError(f"output {dst} exists and is not a regular file; not replacing it")
-    if os.path.lexists(dst) and not force:
-        raise CliError(f"{dst} already exists (use --force to overwrite)")
-    folder = os.path.dirname(dst) or "."
-    if not os.path.isdir(folder):
-        what = "is not a directory" if os.path.exists(folder) else "does not exist"
-        raise CliError(f"cannot write {dst}: {folder} {what}")
+    from formats import check_output_path  # the rules atomic_write applies again when writing
+
+    try:
+        check_output_path(dst, force)
+    except OSError as exc:
+        raise _output_error(dst, exc) from None
 
 
 def _codec():
@@ -394,11 +362,16 @@ def _run_each(args, work) -> int:
         reporter.progress(len(plan), "")
     finally:
         reporter.finish()
-    if failed:
-        if len(args.inputs) > 1:
-            _error(f"{len(failed)} of {len(args.inputs)} files failed: {', '.join(failed)}")
-        return EXIT_FAILURE
-    return EXIT_OK
+    return _exit_status(failed, len(args.inputs))
+
+
+def _exit_status(failed: list[str], total: int) -> int:
+    """EXIT_FAILURE if any input failed (summarised on stderr when there were several)."""
+    if not failed:
+        return EXIT_OK
+    if total > 1:
+        _error(f"{len(failed)} of {total} files failed: {', '.join(failed)}")
+    return EXIT_FAILURE
 
 
 def cmd_compress(args) -> int:
@@ -408,7 +381,7 @@ def cmd_compress(args) -> int:
         if dst == STDIO:
             _write_stdout(data, force)
         else:
-            _write_atomic(dst, lambda f: f.write(data), force)
+            _write_file(dst, lambda f: f.write(data), force)
         from formats import read_header
 
         h = read_header(data)
@@ -420,69 +393,26 @@ def cmd_compress(args) -> int:
     return _run_each(args, work)
 
 
-# Encoder options per Pillow format: lossless wherever the format has a lossless mode.
-_SAVE_OPTIONS = {
-    "WEBP": {"lossless": True, "exact": True},
-    "JPEG": {"quality": 95},
-    "JPEG2000": {"irreversible": False},
-}
-
-
-def _save_options(fmt: str) -> dict:
-    options = dict(_SAVE_OPTIONS.get(fmt, {}))
-    if fmt == "TIFF":
-        from PIL import features
-
-        if features.check("libtiff"):
-            options["compression"] = "tiff_deflate"  # lossless and much smaller than raw
-    return options
-
-
-def _image_format(path: str) -> str:
-    from PIL import Image
-
-    ext = os.path.splitext(path)[1].lower()
-    if not ext or path == STDIO:
-        return "PNG"
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None or fmt not in Image.SAVE:
-        raise CliError(f"cannot write {path}: unknown or unsupported image extension {ext!r}")
-    return fmt
-
-
-def _encode_image(image, fmt: str, f) -> None:
-    options = _save_options(fmt)
-    for key in ("icc_profile", "exif"):
-        if image.info.get(key):
-            options[key] = image.info[key]
-    try:
-        image.save(f, format=fmt, **options)
-    except OSError as exc:
-        if exc.errno is not None:
-            raise
-        raise CliError(f"cannot save a {image.mode} image as {fmt} ({exc})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"cannot save a {image.mode} image as {fmt} ({exc})") from None
-
-
 def cmd_decompress(args) -> int:
     def work(src, dst, force):
         import io
 
         import formats
 
-        fmt = _image_format(dst)
+        fmt = formats.image_format(dst)  # PNG for stdout and names without an extension
         data = _read_input(src)
         formats.unpack(data)  # validate before loading the model
         image = _codec().decompress(data)
         shown_src = "<stdin>" if src == STDIO else src
+        # encode_image reports anything Pillow cannot store (a bad EXIF payload included)
+        # as one ImageError line
         if dst == STDIO:
             buf = io.BytesIO()
-            _encode_image(image, fmt, buf)
+            formats.encode_image(image, fmt, buf)
             _write_stdout(buf.getvalue(), force)
             shown_dst = "<stdout>"
         else:
-            _write_atomic(dst, lambda f: _encode_image(image, fmt, f), force)
+            _write_file(dst, lambda f: formats.encode_image(image, fmt, f), force)
             shown_dst = dst
         return f"{shown_src} -> {shown_dst}  {image.width}x{image.height} {image.mode}  ({fmt})"
 
@@ -492,8 +422,9 @@ def cmd_decompress(args) -> int:
 def _info_record(name: str, data: bytes) -> dict:
     import formats
 
-    header, sections = formats.unpack(data)
+    header, sections = formats.unpack(data)  # known sections only: ancillary ones are dropped
     total = len(data)
+    payloads = {tag.strip(): len(payload) for tag, payload in sections.items()}
     return {
         "file": name,
         "width": header.width,
@@ -506,8 +437,11 @@ def _info_record(name: str, data: bytes) -> dict:
         "y_shape": list(header.y_shape),
         "z_shape": list(header.z_shape),
         "symbol_crc": f"{header.symbol_crc:08x}",
-        "sections": {tag.strip(): len(payload) for tag, payload in sections.items()},
+        "sections": payloads,
         "header_bytes": formats.HEADER_SIZE,
+        # everything else: each section's length, tag and CRC, the END section, and any
+        # ancillary sections this reader skipped
+        "container_overhead_bytes": total - formats.HEADER_SIZE - sum(payloads.values()),
         "total_bytes": total,
         "bpp": 8 * total / (header.width * header.height),
     }
@@ -516,7 +450,6 @@ def _info_record(name: str, data: bytes) -> dict:
 def _info_text(r: dict) -> str:
     shape = lambda s: "x".join(str(v) for v in s)  # noqa: E731
     sections = ", ".join(f"{tag} {n} B" for tag, n in r["sections"].items())
-    other = r["total_bytes"] - r["header_bytes"] - sum(r["sections"].values())
     rows = [
         ("size", f"{r['width']}x{r['height']}"),
         ("mode", r["mode"]),
@@ -524,7 +457,9 @@ def _info_text(r: dict) -> str:
         ("coder", r["coder"]),
         ("model", f"{r['model_id']} (digest {r['model_digest']})"),
         ("latents", f"y {shape(r['y_shape'])}, z {shape(r['z_shape'])} (channels x h x w)"),
-        ("sections", f"{sections}; header {r['header_bytes']} B, framing {other} B"),
+        ("sections", f"{sections} (payloads)"),
+        ("overhead", f"header {r['header_bytes']} B, container {r['container_overhead_bytes']} B "
+                     "(section framing, END, skipped ancillary sections)"),
         ("total", f"{r['total_bytes']} bytes ({_human_size(r['total_bytes'])}), "
                   f"{r['bpp']:.4f} bpp"),
     ]
@@ -532,8 +467,7 @@ def _info_text(r: dict) -> str:
 
 
 def cmd_info(args) -> int:
-    if args.inputs.count(STDIO) and len(args.inputs) > 1:
-        raise Usage("'-' (stdin) can only be used as the only input")
+    _require_single_stdin(args.inputs)
     records, failed = [], []
     for name in args.inputs:
         display = "<stdin>" if name == STDIO else name
@@ -549,11 +483,7 @@ def cmd_info(args) -> int:
     else:
         sys.stdout.write("\n\n".join(_info_text(r) for r in records) + ("\n" if records else ""))
     sys.stdout.flush()
-    if failed:
-        if len(args.inputs) > 1:
-            _error(f"{len(failed)} of {len(args.inputs)} files failed: {', '.join(failed)}")
-        return EXIT_FAILURE
-    return EXIT_OK
+    return _exit_status(failed, len(args.inputs))
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -55,11 +54,13 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageOps, features
 
+import neuralcodec  # light: torch and the weights load on the first compress()
 from benchmarks.bdrate import bd_rate_result
+from benchmarks.common import set_threads, start_command
 from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr
 
 __all__ = [
-    "DEFAULT_QUALITIES", "BASELINES", "CodecUnavailable", "load_images", "load_ours", "measure",
+    "DEFAULT_QUALITIES", "BASELINES", "CodecUnavailable", "load_images", "measure",
     "pillow_encoder", "pillow_decode",
     "measure_ours", "measure_pillow", "summarize", "bd_rates", "load_anchors",
     "anchor_bd_rates", "environment", "report", "plot", "run", "main",
@@ -134,19 +135,6 @@ def load_images(directory, limit: int | None = None) -> list[tuple[str, Image.Im
     if not images:
         raise SystemExit(f"error: no readable images in {directory}")
     return images
-
-
-def load_ours():
-    """(module, None) when ``neuralcodec.compress``/``decompress`` exist, else
-    (None, reason)."""
-    try:
-        import neuralcodec
-    except ImportError as exc:
-        return None, f"neuralcodec cannot be imported ({exc})"
-    if not (callable(getattr(neuralcodec, "compress", None))
-            and callable(getattr(neuralcodec, "decompress", None))):
-        return None, "neuralcodec has no compress()/decompress() yet"
-    return neuralcodec, None
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -244,30 +232,24 @@ def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours"
     """Sweep our codec (``neuralcodec.compress``/``decompress``) over qualities.
 
     Returns a codec record like ``measure_pillow``.  Raises CodecUnavailable
-    when the codec is absent or fails on a warm-up image (for instance no
-    trained weights yet).  That first compress/decompress, which loads the
-    model, is not timed.
+    when the codec fails on a warm-up image (for instance missing weights, or
+    ``coder="constriction"`` without constriction installed).  That first
+    compress/decompress, which loads the model, is not timed.
     """
-    codec, reason = load_ours()
-    if codec is None:
-        raise CodecUnavailable(reason)
     qualities = list(qualities if qualities is not None else DEFAULT_QUALITIES)
 
     def encode(image, quality):
-        return codec.compress(image, quality=quality, coder=coder)
+        return neuralcodec.compress(image, quality=quality, coder=coder)
 
     try:
-        codec.decompress(encode(images[0][1], 75))   # warm-up: loads the model
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable yet"
+        neuralcodec.decompress(encode(images[0][1], 75))   # warm-up: loads the model
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not usable here"
         raise CodecUnavailable(f"the codec failed on a warm-up image: {_describe(exc)}") from exc
-    per_image = measure(name, encode, codec.decompress, images, qualities, progress)
-    settings = {"qualities": qualities, "coder": coder,
-                "version": getattr(codec, "__version__", None)}
-    try:
-        from neuralcodec.codec import default_codec
-        settings["model_id"] = default_codec().model_id
-    except Exception:  # noqa: BLE001 - informative only
-        pass
+    per_image = measure(name, encode, neuralcodec.decompress, images, qualities, progress)
+    from neuralcodec.codec import default_codec  # already loaded by the warm-up
+
+    settings = {"qualities": qualities, "coder": coder, "version": neuralcodec.__version__,
+                "model_id": default_codec().model_id}
     return {"name": name, "kind": "ours", "settings": settings,
             "per_image": per_image, "points": summarize(per_image)}
 
@@ -599,9 +581,7 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, command: str) -> dict:
     """Measure everything ``args`` asks for; returns the full result dict
     (also what ``rd.json`` holds)."""
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     images = load_images(args.directory, args.limit)
     progress = not args.quiet
     notes: list[str] = []
@@ -678,13 +658,7 @@ def _json_safe(obj):
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; ``argv`` without the program name."""
-    if argv is None:
-        argv = sys.argv[1:]
-        prog = prog or f"python {sys.argv[0]}"
-    prog = prog or "python -m benchmarks.rd"
-    args = _parser(prog).parse_args(argv)
-    command = shlex.join(prog.split() + list(argv))
-    print(f"$ {command}", flush=True)
+    args, command = start_command(_parser, argv, prog, "benchmarks.rd")
     results = run(args, command)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,9 @@ regressions are measured rather than guessed.
     python benchmarks/speed.py [IMAGE] [--repeat 5] [--threads 2] [--quality 75]
 
 * Warm timings: one untimed compress/decompress (loads the model), then the
-  median of ``--repeat`` runs.  Per-stage seconds come from the codec object's
-  ``timings`` dict (``neuralcodec.codec.default_codec().timings``, reset by
-  every call) when it offers one; otherwise only totals are shown.  "other"
-  is the part of the total no stage accounts for.
+  median of ``--repeat`` runs.  Per-stage seconds come from
+  ``neuralcodec.codec.default_codec().timings`` (reset by every call).
+  "other" is the part of the total no stage accounts for.
 * Cold start: a fresh Python process times ``import neuralcodec`` and then its
   first compress and decompress (torch import and weight loading included).
   The OS file cache is warm, so this is a best case for a first run.
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -38,12 +36,12 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from benchmarks.common import set_threads, start_command
 from benchmarks.metrics import psnr
 from benchmarks.rd import (BASELINES, CodecUnavailable, _describe, _json_safe, environment,
-                           load_ours, pillow_decode, pillow_encoder)
+                           pillow_decode, pillow_encoder)
 
-__all__ = ["synthetic_image", "codec_object", "time_ours", "time_pillow", "cold_start",
-           "report", "main"]
+__all__ = ["synthetic_image", "time_ours", "time_pillow", "cold_start", "report", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,23 +103,6 @@ def synthetic_image(width: int = 768, height: int = 512, seed: int = 0) -> Image
     return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
 
 
-def codec_object():
-    """The codec object whose ``timings`` dict reports stages, if the package
-    has one: ``neuralcodec.codec.default_codec()``, else a ``Codec()``."""
-    try:
-        from neuralcodec import codec as module
-    except ImportError:
-        return None
-    getter = getattr(module, "default_codec", None)
-    try:
-        if callable(getter):
-            return getter()
-        cls = getattr(module, "Codec", None)
-        return cls() if cls is not None else None
-    except Exception:  # noqa: BLE001 - no object: fall back to totals only
-        return None
-
-
 def _median(values) -> float:
     return float(statistics.median(values))
 
@@ -142,33 +123,27 @@ def _stage_medians(runs: list[dict], totals: list[float]) -> dict:
 def time_ours(image: Image.Image, quality: float = 75, coder: str = "auto",
               repeat: int = 5) -> dict:
     """Warm encode/decode timings of our codec: totals (median seconds),
-    per-stage medians when the codec reports them, file size and PSNR.
-    Raises CodecUnavailable when the codec is absent or fails."""
-    module, reason = load_ours()
-    if module is None:
-        raise CodecUnavailable(reason)
-    obj = codec_object()
-    has_timings = obj is not None and isinstance(getattr(obj, "timings", None), dict)
-    compress = obj.compress if has_timings and hasattr(obj, "compress") else module.compress
-    decompress = obj.decompress if has_timings and hasattr(obj, "decompress") else module.decompress
+    per-stage medians from ``default_codec().timings``, file size and PSNR.
+    Raises CodecUnavailable when the codec fails (e.g. missing weights)."""
+    from neuralcodec.codec import default_codec
+
     try:
-        data = compress(image, quality=quality, coder=coder)     # warm-up (model load)
-        decoded = decompress(data)
+        codec = default_codec()                                  # loads torch and the weights
+        data = codec.compress(image, quality=quality, coder=coder)     # warm-up
+        decoded = codec.decompress(data)
     except Exception as exc:  # noqa: BLE001
         raise CodecUnavailable(f"the codec failed: {_describe(exc)}") from exc
 
     enc_totals, dec_totals, enc_stages, dec_stages = [], [], [], []
     for _ in range(repeat):
         t = time.perf_counter()
-        data = compress(image, quality=quality, coder=coder)
+        data = codec.compress(image, quality=quality, coder=coder)
         enc_totals.append(time.perf_counter() - t)
-        if has_timings:
-            enc_stages.append(dict(obj.timings))
+        enc_stages.append(dict(codec.timings))
         t = time.perf_counter()
-        decoded = decompress(data)
+        decoded = codec.decompress(data)
         dec_totals.append(time.perf_counter() - t)
-        if has_timings:
-            dec_stages.append(dict(obj.timings))
+        dec_stages.append(dict(codec.timings))
     rec = np.asarray(decoded.convert("RGB"))
     return {
         "name": "ours", "setting": f"quality={quality:g}, coder={coder}",
@@ -177,7 +152,7 @@ def time_ours(image: Image.Image, quality: float = 75, coder: str = "auto",
         "encode_s": _median(enc_totals), "decode_s": _median(dec_totals),
         "encode_stages": _stage_medians(enc_stages, enc_totals),
         "decode_stages": _stage_medians(dec_stages, dec_totals),
-        "stage_source": "neuralcodec.codec.default_codec().timings" if has_timings else None,
+        "stage_source": "neuralcodec.codec.default_codec().timings",
     }
 
 
@@ -332,18 +307,10 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; ``argv`` without the program name."""
-    if argv is None:
-        argv = sys.argv[1:]
-        prog = prog or f"python {sys.argv[0]}"
-    prog = prog or "python -m benchmarks.speed"
-    args = _parser(prog).parse_args(argv)
-    command = shlex.join(prog.split() + list(argv))
-    print(f"$ {command}", flush=True)
+    args, command = start_command(_parser, argv, prog, "benchmarks.speed")
     if args.repeat < 1:
         raise SystemExit("error: --repeat must be at least 1")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.image:
         with Image.open(args.image) as im:
             image = ImageOps.exif_transpose(im).convert("RGB")
@@ -359,7 +326,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except CodecUnavailable as exc:
         print(f"skipping ours: {exc}", file=sys.stderr)
         results["ours"] = {"error": str(exc)}
-    if args.cold_runs > 0 and load_ours()[0] is not None:
+    if args.cold_runs > 0 and "error" not in results["ours"]:  # cold runs need a working codec
         results["cold"] = cold_start(image, args.quality, args.coder, args.threads, args.cold_runs)
     if not args.no_pillow:
         results["pillow"] = time_pillow(image, args.repeat, threads=args.threads)

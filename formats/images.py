@@ -26,23 +26,31 @@ Input rules (``load_image``):
   error (over ``2 * Image.MAX_IMAGE_PIXELS``) is reported as ImageError.
 * Every problem (missing file, directory, corrupt or unsupported data, empty
   image) raises :class:`ImageError` with one message naming the input.
+
+Output (``image_format``, ``encode_image``, ``atomic_write``, ``save_image``):
+the format follows the file extension (PNG without one) and is written
+losslessly where the format allows it; files are written atomically and are
+only replaced when asked to (``force``).  The CLI writes every output this way.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import secrets
+import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, features
 
 from .vaez import MAX_PIXELS, MAX_SIDE, VaezError
 
 __all__ = ["ImageError", "LoadedImage", "load_image", "to_pil", "encode_alpha",
-           "decode_alpha", "save_image"]
+           "decode_alpha", "OutputExistsError", "image_format", "encode_image",
+           "check_output_path", "atomic_write", "save_image"]
 
 MODES = ("L", "RGB", "LA", "RGBA")
 _TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
@@ -295,40 +303,158 @@ def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------- save
 
-def save_image(image: Image.Image, path) -> None:
-    """Write ``image`` to ``path`` atomically; the format comes from the extension (PNG if none).
+# Encoder options per Pillow format: lossless wherever the format has a lossless mode.
+_SAVE_OPTIONS = {
+    "WEBP": {"lossless": True, "exact": True},
+    "JPEG": {"quality": 95},
+    "JPEG2000": {"irreversible": False},
+}
 
-    The ICC profile and EXIF in ``image.info`` are written when the format
-    supports them.  On any failure the temporary file is removed and
-    ImageError is raised; an existing file at ``path`` is left untouched.
+
+class OutputExistsError(FileExistsError):
+    """``atomic_write`` without ``force`` found something at the target path."""
+
+
+def image_format(path) -> str:
+    """The Pillow format for the extension of ``path`` (any case); ``"PNG"`` without one.
+
+    Raises ImageError for an extension Pillow does not know or cannot write.
     """
     path = os.fsdecode(path)
-    folder = os.path.dirname(path) or "."
     ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext) if ext else "PNG"
-    if fmt is None:
-        raise ImageError(f"{path}: unknown image file extension {ext!r}")
-    if not os.path.isdir(folder):
-        raise ImageError(f"{path}: directory {folder} does not exist")
+    if not ext:
+        return "PNG"
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(f"{path}: unknown or unsupported image file extension {ext!r}")
+    return fmt
+
+
+def _save_options(fmt: str) -> dict:
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if fmt == "TIFF" and features.check("libtiff"):
+        options["compression"] = "tiff_deflate"  # lossless and much smaller than raw
+    return options
+
+
+def encode_image(image: Image.Image, fmt: str, f) -> None:
+    """Write ``image`` to the binary file object ``f`` in Pillow format ``fmt``.
+
+    Lossless wherever the format has a lossless mode (WebP lossless, JPEG 2000
+    reversible, TIFF deflate); JPEG at quality 95.  The ICC profile and EXIF in
+    ``image.info`` are passed on (formats that cannot hold them ignore them).
+    Raises ImageError when the image or its metadata cannot be stored in ``fmt``
+    (a mode the format lacks, a malformed EXIF payload, ...); an OSError with an
+    errno (disk full, ...) propagates unchanged.
+    """
+    options = _save_options(fmt)
+    for key in ("icc_profile", "exif"):
+        if image.info.get(key):
+            options[key] = image.info[key]
+    try:
+        image.save(f, format=fmt, **options)
+        return
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        problem = exc  # Pillow's "cannot write mode RGBA as JPEG" and the like
+    except (ValueError, KeyError, TypeError, SyntaxError, struct.error) as exc:
+        problem = exc  # SyntaxError, struct.error: a malformed EXIF block (TIFF, AVIF parse it)
+    kind = type(problem)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    text = " ".join(f"{name}: {problem}".split())
+    raise ImageError(f"cannot save a {image.mode} image as {fmt} ({text})") from None
+
+
+def check_output_path(path, force: bool = False) -> None:
+    """Raise OSError unless ``atomic_write(path, ..., force)`` may write ``path``.
+
+    Refused: a directory (IsADirectoryError), anything else that exists and is
+    not a regular file (OSError EINVAL; never replaced, even with ``force``), an
+    existing path without ``force`` (OutputExistsError), and a missing parent
+    directory (FileNotFoundError) or a parent that is not a directory
+    (NotADirectoryError).  Every error carries ``path`` as its filename.
+    """
+    path = os.fsdecode(path)
     if os.path.isdir(path):
-        raise ImageError(f"{path}: is a directory")
-    extra = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(errno.EINVAL, "exists and is not a regular file; not replacing it", path)
+    if not force and os.path.lexists(path):
+        raise OutputExistsError(errno.EEXIST, "already exists", path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a directory", path)
+        raise FileNotFoundError(errno.ENOENT, f"directory {folder} does not exist", path)
+
+
+def atomic_write(path, write, force: bool = False) -> None:
+    """Call ``write(f)`` on a new temporary file next to ``path``, then move it into place.
+
+    The data are flushed and fsync'ed before the file appears under ``path``.
+    ``check_output_path`` rules apply first.  Without ``force`` an existing
+    ``path`` is never replaced: the file is hard-linked into place, which fails
+    atomically if another writer got there first (on file systems without hard
+    links: check, then rename), raising OutputExistsError.  With ``force`` it is
+    renamed over ``path``.  On any failure or interrupt the temporary file is
+    removed, ``path`` is left as it was and the exception propagates (OSError
+    from the file system, or whatever ``write`` raised).
+    """
+    path = os.fsdecode(path)
+    check_output_path(path, force)
+    folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    tmp_made = False
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot create file ({exc.strerror})") from None
-    try:
+        tmp_made = True
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **extra)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, Exception):
-            raise ImageError(f"{path}: cannot save as {fmt} ({type(exc).__name__}: {exc})") from None
+        if force:
+            os.replace(tmp, path)
+            tmp_made = False
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: no race with another writer
+            except FileExistsError:
+                raise OutputExistsError(errno.EEXIST, "already exists", path) from None
+            except OSError:  # no hard links on this file system: check, then rename
+                if os.path.lexists(path):
+                    raise OutputExistsError(errno.EEXIST, "already exists", path) from None
+                os.replace(tmp, path)
+                tmp_made = False
+    except BaseException:
+        if tmp_made:
+            _remove_quietly(tmp)
         raise
+    if tmp_made:  # linked into place: drop the temporary name
+        _remove_quietly(tmp)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def save_image(image: Image.Image, path, force: bool = True) -> None:
+    """Write ``image`` to ``path`` with ``atomic_write`` and ``encode_image``.
+
+    The format comes from the extension (``image_format``; PNG if none).  An
+    existing file is replaced unless ``force`` is false.  Every failure raises
+    ImageError naming ``path``; the temporary file is then removed and an
+    existing file at ``path`` is left untouched.
+    """
+    path = os.fsdecode(path)
+    try:
+        fmt = image_format(path)
+        atomic_write(path, lambda f: encode_image(image, fmt, f), force)
+    except ImageError as exc:
+        text = str(exc)
+        raise ImageError(text if text.startswith(path) else f"{path}: {text}") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -52,17 +52,58 @@ def test_pchip_is_monotone_on_monotone_data_and_integrals_add_up():
         Pchip([0, 0, 1], [1, 2, 3])
 
 
-def test_pchip_matches_scipy_when_available():
-    interpolate = pytest.importorskip("scipy.interpolate")
+def _cubic_integral(p, a, b):
+    """Simpson's rule on one cubic piece: exact for cubics, independent of Pchip.integrate."""
+    return (b - a) / 6 * (p(a) + 4 * p((a + b) / 2) + p(b))
+
+
+@pytest.mark.parametrize("x,y,slopes", [
+    # y = x**3 on uniform knots: harmonic-mean slopes inside, three-point formula at the ends
+    # (its value -2 at the left end has the wrong sign and becomes 0)
+    ([0, 1, 2, 3], [0, 1, 8, 27], [0, 7 / 4, 133 / 13, 25]),
+    # uneven spacing: weights w1 = 2h1 + h0, w2 = h1 + 2h0 in the harmonic mean
+    ([0, 1, 3], [0, 2, 3], [5 / 2, 6 / 7, 0]),
+    # a local maximum stays flat; the end slope next to a sign change is capped at 3 * secant
+    ([0, 1, 1.1], [0, 1, 0], [3, 0, -11]),
+    # two points: the straight line
+    ([1, 4], [2, -4], [-2, -2]),
+])
+def test_pchip_slopes_and_integrals_in_closed_form(x, y, slopes):
+    p = Pchip(x, y)
+    assert np.allclose(p.d, slopes, rtol=0, atol=1e-12)
+    assert np.allclose(p(x), y, rtol=0, atol=1e-12)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    for k in range(len(x) - 1):
+        h = x[k + 1] - x[k]
+        # Hermite cubic: midpoint value and exact integral from the knot values and slopes
+        mid = (y[k] + y[k + 1]) / 2 + h * (slopes[k] - slopes[k + 1]) / 8
+        assert p((x[k] + x[k + 1]) / 2) == pytest.approx(mid, abs=1e-12)
+        area = h * (y[k] + y[k + 1]) / 2 + h * h * (slopes[k] - slopes[k + 1]) / 12
+        assert p.integrate(x[k], x[k + 1]) == pytest.approx(area, abs=1e-12)
+
+
+def test_pchip_random_curves_are_smooth_and_integrate_exactly():
     rng = np.random.default_rng(1)
     for _ in range(50):
         x = np.cumsum(rng.uniform(0.1, 2, 7))
         y = rng.normal(size=7)
-        ours, ref = Pchip(x, y), interpolate.PchipInterpolator(x, y)
-        t = np.linspace(x[0], x[-1], 33)
-        assert np.allclose(ours(t), ref(t), atol=1e-12)
-        assert ours.integrate(x[1] + 0.05, x[-2]) == pytest.approx(
-            ref.integrate(x[1] + 0.05, x[-2]), abs=1e-12)
+        p = Pchip(x, y)
+        assert np.allclose(p(x), y, atol=1e-12)
+        # C1: second-order one-sided derivatives on both sides of each interior knot agree
+        knots, e = x[1:-1], 1e-5
+        left = (3 * p(knots) - 4 * p(knots - e) + p(knots - 2 * e)) / (2 * e)
+        right = (-3 * p(knots) + 4 * p(knots + e) - p(knots + 2 * e)) / (2 * e)
+        assert np.allclose(left, p.d[1:-1], rtol=0, atol=1e-6)
+        assert np.allclose(right, p.d[1:-1], rtol=0, atol=1e-6)
+        # monotone between knots wherever the data are
+        for k in range(6):
+            t = np.linspace(x[k], x[k + 1], 41)
+            steps = np.diff(p(t)) * np.sign(y[k + 1] - y[k])
+            assert np.all(steps >= -1e-12)
+        a, b = x[1] + 0.05, x[-2]
+        pieces = [a, *x[2:-2], b]
+        expected = sum(_cubic_integral(p, lo, hi) for lo, hi in zip(pieces[:-1], pieces[1:]))
+        assert p.integrate(a, b) == pytest.approx(expected, abs=1e-12)
 
 
 # -- BD-rate ----------------------------------------------------------------------------------
@@ -160,20 +201,52 @@ def test_rd_bd_rates_and_anchors(tmp_path):
     assert vs["ms_ssim"]["bd_rate"] == pytest.approx(-50.0)
 
 
-def test_scripts_skip_our_codec_when_it_is_absent(tmp_path, capsys, monkeypatch):
+def test_scripts_skip_our_codec_when_it_is_unusable(tmp_path, capsys, monkeypatch):
+    import neuralcodec.codec
+
     from benchmarks import speed
 
-    monkeypatch.setattr(rd, "load_ours", lambda: (None, "neuralcodec has no compress() yet"))
-    monkeypatch.setattr(speed, "load_ours", lambda: (None, "neuralcodec has no compress() yet"))
+    def no_weights():
+        raise FileNotFoundError("weights file not found: nowhere.npz")
+
+    monkeypatch.setattr(neuralcodec.codec, "default_codec", no_weights)
     images = tmp_path / "images"
     images.mkdir()
     synthetic_image(170, 170, seed=2).save(images / "b.png")
     assert rd.main(["--baselines", "jpeg", "--jpeg-qualities", "30", "70", "--quiet",
                     "--out", str(tmp_path / "out"), str(images)], prog="rd") == 0
-    assert "ours was skipped: neuralcodec has no compress() yet" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ours was skipped: the codec failed on a warm-up image: FileNotFoundError: " \
+           "weights file not found: nowhere.npz" in printed
 
     assert speed.main([str(images / "b.png"), "--repeat", "1", "--json",
                        str(tmp_path / "speed.json")], prog="speed") == 0
     printed = capsys.readouterr().out
-    assert "ours: not measured" in printed and "| JPEG |" in printed
-    assert json.loads((tmp_path / "speed.json").read_text())["pillow"][0]["bpp"] > 0
+    assert "ours: not measured (the codec failed: FileNotFoundError" in printed
+    assert "| JPEG |" in printed and "Cold start" not in printed  # no cold runs without a codec
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert result["pillow"][0]["bpp"] > 0 and "cold" not in result
+
+
+def test_ours_is_measured_with_stage_timings():
+    from benchmarks import speed
+
+    image = synthetic_image(96, 72, seed=4)
+    record = rd.measure_ours([("s.png", image)], [40, 80], coder="huffman", progress=False)
+    assert record["settings"]["model_id"] and record["settings"]["version"]
+    bpp = [p["bpp"] for p in record["points"]]
+    assert len(bpp) == 2 and 0 < bpp[0] < bpp[1]
+    timed = speed.time_ours(image, quality=60, coder="huffman", repeat=1)
+    assert {"analysis", "hyper", "entropy", "other"} <= set(timed["encode_stages"])
+    assert {"entropy", "hyper", "synthesis", "other"} <= set(timed["decode_stages"])
+    assert timed["stage_source"] == "neuralcodec.codec.default_codec().timings"
+    assert timed["bpp"] > 0 and timed["psnr"] > 10
+
+
+def test_start_command_prints_the_command_line(capsys):
+    from benchmarks.common import start_command
+
+    args, command = start_command(rd._parser, ["imgs", "--limit", "2"], None, "benchmarks.rd")
+    assert args.directory == "imgs" and args.limit == 2
+    assert command == "python -m benchmarks.rd imgs --limit 2"
+    assert capsys.readouterr().out == f"$ {command}\n"

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import cli
+import formats
 import neuralcodec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,14 @@ def assert_one_error_line(err, *needles):
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], err
+
+
+def packed(sections=None, mode="RGB") -> bytes:
+    """A container with placeholder streams: valid for ``formats.unpack``, not for the model."""
+    header = formats.VaezHeader(width=W, height=H, mode=mode, quality=75.0, coder="huffman",
+                                model_id="placeholder", model_digest=bytes(8), y_shape=(8, 4, 5),
+                                z_shape=(4, 1, 2), symbol_crc=0)
+    return formats.pack(header, sections or {"ZSYM": b"zz", "YSYM": b"yyy"})
 
 
 @pytest.fixture
@@ -328,6 +337,57 @@ def test_info_text_and_json(tmp_path, capsys, vaez_file):
     assert info["model_id"] and len(info["model_digest"]) == 16
     code, out, _ = run(capsys, "info", "--json", vaez_file, vaez_file)
     assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_info_counts_skipped_sections_as_container_overhead(tmp_path, capsys):
+    path = tmp_path / "anc.vaez"
+    path.write_bytes(packed({"ZSYM": b"zz", "YSYM": b"yyy", "tEXt": b"hello"}))
+    size = path.stat().st_size
+    assert size == formats.HEADER_SIZE + (12 + 2) + (12 + 3) + (12 + 5) + 12
+    code, out, _ = run(capsys, "info", "--json", path)
+    info = json.loads(out)
+    assert code == 0 and info["sections"] == {"ZSYM": 2, "YSYM": 3}
+    assert info["header_bytes"] == formats.HEADER_SIZE
+    assert info["container_overhead_bytes"] == size - formats.HEADER_SIZE - 5 == 3 * 12 + 17
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "ZSYM 2 B, YSYM 3 B" in out
+    assert f"header {formats.HEADER_SIZE} B, container {3 * 12 + 17} B" in out
+
+
+def test_info_failures_summary_and_stdin_rule(tmp_path, capsys, vaez_file):
+    bad = tmp_path / "bad.vaez"
+    bad.write_bytes(b"not a vaez file")
+    code, out, err = run(capsys, "info", vaez_file, bad, tmp_path / "gone.vaez")
+    assert code == 1 and "40x30" in out
+    errors = [line for line in err.splitlines() if line.startswith("vaez: error:")]
+    assert len(errors) == 3 and "2 of 3 files failed: " in errors[-1]
+    assert "bad.vaez" in errors[-1] and "gone.vaez" in errors[-1]
+    code, _, err = run(capsys, "info", bad)
+    assert code == 1 and len(err.strip().splitlines()) == 1  # no summary for one file
+    code, _, err = run(capsys, "info", "-", vaez_file)
+    assert code == 2
+    assert_one_error_line(err, "only input")
+
+
+@pytest.mark.parametrize("exif", [b"Exif\0\0garbage", b"Exif\0\0II*\0"])
+def test_decompress_bad_exif_is_one_error_line(tmp_path, capsys, monkeypatch, exif):
+    """Pillow raises SyntaxError / struct.error for a malformed EXIF block when it writes TIFF."""
+    from formats import to_pil
+
+    class Fake:
+        def decompress(self, data):
+            pixels = np.zeros((H, W, 3), dtype=np.uint8)
+            return to_pil(pixels, None, "RGB", exif=exif)
+
+    monkeypatch.setattr(cli, "_codec", Fake)
+    src = tmp_path / "e.vaez"
+    src.write_bytes(packed())
+    before = listing(tmp_path)
+    code, _, err = run(capsys, "decompress", src, "-o", tmp_path / "e.tiff")
+    assert code == 1
+    assert_one_error_line(err, "e.vaez", "TIFF")
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+    assert listing(tmp_path) == before
 
 
 def test_version_and_help(capsys):

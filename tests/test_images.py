@@ -1,5 +1,6 @@
-"""Tests for image loading rules, alpha coding and atomic saving."""
+"""Tests for image loading rules, alpha coding, image encoding and atomic writing."""
 
+import errno
 import io
 import os
 import struct
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from formats import (ImageError, VaezError, decode_alpha, encode_alpha, load_image, save_image,
-                     to_pil)
+from formats import (ImageError, OutputExistsError, VaezError, atomic_write, check_output_path,
+                     decode_alpha, encode_alpha, encode_image, image_format, load_image,
+                     save_image, to_pil)
 
 RNG = np.random.default_rng(7)
 
@@ -369,3 +371,147 @@ def test_save_image_failure_leaves_nothing_behind(tmp_path):
     with pytest.raises(ImageError, match="does not exist"):
         save_image(to_pil(rgb(), None, "RGB"), tmp_path / "missing" / "out.png")
     assert os.listdir(tmp_path) == ["out.jpg"]
+
+
+def test_save_image_without_force_keeps_existing_file(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    with pytest.raises(ImageError, match="already exists"):
+        save_image(to_pil(rgb(), None, "RGB"), target, force=False)
+    assert os.listdir(tmp_path) == ["out.png"] and target.read_bytes() == b"old"
+    save_image(to_pil(rgb(), None, "RGB"), target)  # force is the default
+    with Image.open(target) as im:
+        assert im.format == "PNG"
+
+
+def test_image_format_from_extension():
+    assert image_format("a.png") == image_format("noext") == image_format("-") == "PNG"
+    assert image_format("A.JPG") == image_format("b.jpeg") == "JPEG"
+    assert image_format("c.webp") == "WEBP" and image_format("d.tif") == "TIFF"
+    for bad in ("e.nosuchformat", "f.txt"):
+        with pytest.raises(ImageError, match="extension"):
+            image_format(bad)
+
+
+def test_encode_image_is_lossless_where_possible():
+    im = to_pil(rgb(9, 11), grey(9, 11), "RGBA")
+    for fmt in ("PNG", "WEBP", "TIFF"):
+        buf = io.BytesIO()
+        encode_image(im, fmt, buf)
+        with Image.open(io.BytesIO(buf.getvalue())) as back:
+            assert back.format == fmt
+            np.testing.assert_array_equal(np.asarray(back.convert("RGBA")), np.asarray(im))
+
+
+@pytest.mark.parametrize("exif", [b"Exif\0\0garbage", b"Exif\0\0II*\0"],
+                         ids=["not-tiff", "truncated-ifd"])
+def test_encode_image_bad_exif_is_one_image_error(exif):
+    # Pillow parses EXIF when writing TIFF and raises SyntaxError / struct.error
+    im = to_pil(rgb(), None, "RGB", exif=exif)
+    with pytest.raises(ImageError, match="cannot save a RGB image as TIFF") as info:
+        encode_image(im, "TIFF", io.BytesIO())
+    assert "\n" not in str(info.value)
+
+
+def test_encode_image_passes_disk_errors_through():
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as info:
+        encode_image(to_pil(rgb(), None, "RGB"), "PNG", Full())
+    assert info.value.errno == errno.ENOSPC and not isinstance(info.value, ImageError)
+
+
+# ------------------------------------------------------------ atomic write
+
+def test_atomic_write_creates_and_never_overwrites_without_force(tmp_path):
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda f: f.write(b"one"))
+    assert target.read_bytes() == b"one"
+    with pytest.raises(OutputExistsError) as info:
+        atomic_write(target, lambda f: f.write(b"two"))
+    assert info.value.filename == str(target) and isinstance(info.value, FileExistsError)
+    assert target.read_bytes() == b"one"
+    atomic_write(target, lambda f: f.write(b"two"), force=True)
+    assert target.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_write_race_is_caught_by_the_hard_link(tmp_path):
+    """Another writer creates the file after the check: the link step refuses to replace it."""
+    target = tmp_path / "f.bin"
+
+    def sneaky(f):
+        target.write_bytes(b"theirs")
+        f.write(b"ours")
+
+    with pytest.raises(OutputExistsError):
+        atomic_write(target, sneaky)
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_write_without_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), src)
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda f: f.write(b"one"))
+    assert target.read_bytes() == b"one"
+
+    def sneaky(f):
+        target.write_bytes(b"theirs")
+        f.write(b"ours")
+
+    target.unlink()
+    with pytest.raises(OutputExistsError):
+        atomic_write(target, sneaky)
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_write_failures_leave_nothing_behind(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def broken(f):
+        f.write(b"partial")
+        raise ValueError("encoder failed")
+
+    with pytest.raises(ValueError, match="encoder failed"):
+        atomic_write(target, broken, force=True)
+    def interrupted(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupted, force=True)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as info:
+        atomic_write(target, lambda f: f.write(b"new"), force=True)
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == ["f.bin"] and target.read_bytes() == b"old"
+
+
+def test_atomic_write_refuses_directories_and_special_files(tmp_path):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path / "dir", lambda f: f.write(b"x"), force=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        atomic_write(tmp_path / "missing" / "f.bin", lambda f: f.write(b"x"))
+    (tmp_path / "plain").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        atomic_write(tmp_path / "plain" / "f.bin", lambda f: f.write(b"x"))
+    check_output_path(tmp_path / "new.bin")  # fine: nothing there yet
+    expected = ["dir", "plain"]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        expected.append("fifo")
+        with pytest.raises(OSError, match="not a regular file") as info:
+            atomic_write(tmp_path / "fifo", lambda f: f.write(b"x"), force=True)
+        assert not isinstance(info.value, FileExistsError)
+    assert sorted(os.listdir(tmp_path)) == sorted(expected)
