@@ -1,11 +1,14 @@
 """The ``vaez`` command line: compress images to ``.vaez``, decompress them, inspect files.
 
-Only the compress and decompress paths load torch and the model; ``--help``, ``--version``
-and ``info`` stay light. Every output is written atomically by ``formats.atomic_write`` (a
-temporary file in the target directory, then a rename), an existing file is only replaced
-with ``--force``, and the inputs are never written to. Errors are reported as one line
-``vaez: error: <file>: <message>``; exit status 0 on success, 1 when any file failed,
-2 for usage errors and 130 when interrupted.
+Commands: ``compress`` (files or a whole folder tree; a quality, or a size / bpp / PSNR
+target), ``decompress`` (files or a folder tree), ``info`` (header and metadata), ``inspect``
+(a diagnostic figure, needs matplotlib) and ``bench`` (``benchmarks/rd.py``). Only the
+commands that code pixels load torch and the model; ``--help``, ``--version`` and ``info``
+stay light. Every output is written atomically by ``formats.atomic_write`` (a temporary file
+in the target directory, then a rename), an existing file is only replaced with ``--force``
+(or, for a folder input, when it is older than its input), and the inputs are never written
+to. Errors are reported as one line ``vaez: error: <file>: <message>``; exit status 0 on
+success, 1 when any file failed, 2 for usage errors and 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -33,6 +36,10 @@ examples:
   vaez info --json *.vaez
   vaez compress - -o - < in.png > in.vaez    '-' is stdin/stdout for a single input
   vaez decompress - -o - < in.vaez > out.png
+  vaez compress --target-size 50KB photo.png  the best quality that fits in 50 KB
+  vaez compress photos/ -o packed/        a whole folder tree (up-to-date files are skipped)
+  vaez inspect photo.png -o panel.png     error map and where the bits go (needs matplotlib)
+  vaez bench kodak/ --out results/        the rate-distortion benchmark (benchmarks/rd.py)
 
 Existing outputs are only replaced with --force. Exit status: 0 ok, 1 some file
 failed, 2 usage error, 130 interrupted.
@@ -82,6 +89,35 @@ def _quality(text: str) -> float:
     return round(value * 100) / 100
 
 
+def _target_size(text: str) -> int:
+    from neuralcodec.rate_control import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=PROG, formatter_class=raw, epilog=EXAMPLES,
@@ -95,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="overwrite existing output files")
         p.add_argument("--quiet", action="store_true",
                        help="print nothing but errors (no per-file lines, no progress bar)")
+        p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                       help="with a folder input: files coded in N worker processes (default 1)")
 
     c = sub.add_parser(
         "compress", help="compress images to .vaez", formatter_class=raw,
@@ -103,12 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
                "  vaez compress photo.png                  -> photo.vaez\n"
                "  vaez compress -q 40 photo.png -o low.vaez\n"
                "  vaez compress *.png -o compressed/\n"
-               "  vaez compress - -o - < photo.png > photo.vaez\n")
-    c.add_argument("inputs", nargs="+", metavar="IMG", help="input image files ('-' for stdin)")
-    c.add_argument("-q", "--quality", type=_quality, default=75.0, metavar="Q",
+               "  vaez compress - -o - < photo.png > photo.vaez\n"
+               "  vaez compress --target-size 50KB photo.png   (never larger; within 5% below)\n"
+               "  vaez compress --target-psnr 36 photo.png     (fewest bytes with PSNR >= 36 dB)\n"
+               "  vaez compress --strip photo.jpg              (drop ICC profile and EXIF)\n"
+               "  vaez compress photos/ -o packed/ --jobs 2    (mirror a folder tree)\n"
+               "\n"
+               "A folder input is walked recursively: every png/jpg/jpeg/webp/bmp/tif/tiff/gif/\n"
+               "ppm/pgm file becomes OUTDIR/<same relative path>.vaez. Outputs newer than their\n"
+               "input are skipped as up to date, older ones are redone; --force redoes all.\n")
+    c.add_argument("inputs", nargs="+", metavar="IMG",
+                   help="input image files ('-' for stdin), or one folder (needs -o OUTDIR)")
+    c.add_argument("-q", "--quality", type=_quality, default=None, metavar="Q",
                    help="quality 1..100, rounded to hundredths; higher means more bits (default 75)")
+    targets = c.add_mutually_exclusive_group()
+    targets.add_argument("--target-size", type=_target_size, metavar="SIZE",
+                         help="the best quality whose file is at most SIZE: bytes, or 50KB, "
+                              "1.5MB, 64KiB (KB = 1000 bytes, KiB = 1024)")
+    targets.add_argument("--target-bpp", type=_positive, metavar="B",
+                         help="the best quality whose file has at most B bits per pixel")
+    targets.add_argument("--target-psnr", type=_positive, metavar="DB",
+                         help="the lowest quality (fewest bytes) whose PSNR is at least DB")
     c.add_argument("--coder", choices=("auto", "constriction", "huffman"), default="auto",
                    help="entropy coder (default auto: constriction if installed, else huffman)")
+    c.add_argument("--strip", action="store_true",
+                   help="drop the ICC profile and EXIF metadata (kept by default)")
     common(c, "output file for one input, or a directory (several inputs, a trailing '/' "
               "or an existing directory); default: the input name with a .vaez suffix")
 
@@ -120,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  vaez decompress photo.vaez               -> photo.png\n"
                "  vaez decompress photo.vaez -o photo.webp\n"
                "  vaez decompress *.vaez -o decoded/\n"
-               "  vaez decompress - -o - < photo.vaez > photo.png\n")
-    d.add_argument("inputs", nargs="+", metavar="FILE", help=".vaez files ('-' for stdin)")
+               "  vaez decompress - -o - < photo.vaez > photo.png\n"
+               "  vaez decompress packed/ -o decoded/          (mirror a folder tree as PNG)\n")
+    d.add_argument("inputs", nargs="+", metavar="FILE",
+                   help=".vaez files ('-' for stdin), or one folder (needs -o OUTDIR)")
     common(d, "output image file for one input, or a directory (several inputs, a trailing "
               "'/' or an existing directory); default: the input name with a .png suffix")
 
@@ -132,6 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("inputs", nargs="+", metavar="FILE", help=".vaez files ('-' for stdin)")
     i.add_argument("--json", action="store_true",
                    help="machine-readable output: an object for one file, a list for several")
+
+    n = sub.add_parser(
+        "inspect", help="a figure: original, reconstruction, error and where the bits go",
+        formatter_class=raw,
+        description="Write one PNG figure with the original, the reconstruction, the absolute "
+                    "error, the bits spent per latent position and the most expensive latent "
+                    "channels. For a .vaez input only the decoded image is known. Needs "
+                    "matplotlib (pip install 'vaez[plot]').",
+        epilog="examples:\n  vaez inspect photo.png -o panel.png -q 40\n"
+               "  vaez inspect photo.vaez              -> photo-inspect.png\n")
+    n.add_argument("input", metavar="IMG|FILE.vaez", help="an image, or a .vaez file")
+    n.add_argument("-o", "--output", metavar="PNG",
+                   help="where to write the figure (default: the input name + '-inspect.png')")
+    n.add_argument("-q", "--quality", type=_quality, default=75.0, metavar="Q",
+                   help="quality for an image input (default 75; ignored for .vaez)")
+    n.add_argument("--coder", choices=("auto", "constriction", "huffman"), default="auto",
+                   help="entropy coder for an image input")
+    n.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    sub.add_parser(
+        "bench", add_help=False,
+        help="rate-distortion benchmark against JPEG/WebP/AVIF (all options: vaez bench --help)",
+        description="Runs benchmarks/rd.py: vaez bench DIR [--out results/] [--plot] ...")
     return parser
 
 
@@ -151,12 +233,12 @@ class Reporter:
             sys.stderr.write("\r\x1b[K")
             self._bar_shown = False
 
-    def progress(self, done: int, name: str):
+    def progress(self, done: int, name: str, extra: str = ""):
         if not self.bar:
             return
         width = 20
         filled = width * done // self.total
-        text = f"[{'#' * filled}{' ' * (width - filled)}] {done}/{self.total} {name}"
+        text = f"[{'#' * filled}{' ' * (width - filled)}] {done}/{self.total} {extra}{name}"
         columns = shutil.get_terminal_size((80, 24)).columns
         sys.stderr.write("\r\x1b[K" + text[:max(columns - 1, 10)])
         sys.stderr.flush()
@@ -349,7 +431,7 @@ def _run_each(args, work) -> int:
                 if src != STDIO and os.path.isdir(src):
                     raise CliError(f"{src}: is a directory, not a file")
                 _check_output(src, dst, args.force, written)
-                line = work(src, dst, args.force)
+                line, _ = work(src, dst, args.force)
             except BrokenPipeError:
                 raise  # the reader of stdout is gone: stop (handled in main)
             except Exception as exc:  # noqa: BLE001 - reported as one line, never a traceback
@@ -374,49 +456,267 @@ def _exit_status(failed: list[str], total: int) -> int:
     return EXIT_FAILURE
 
 
+def _compress_options(args) -> dict:
+    """What every compress worker needs, as a picklable dict (workers may be processes)."""
+    options = {"quality": 75.0 if args.quality is None else args.quality, "coder": args.coder,
+               "target_size": args.target_size, "target_bpp": args.target_bpp,
+               "target_psnr": args.target_psnr, "strip": args.strip}
+    target = next((flag for flag, key in (("--target-size", "target_size"),
+                                          ("--target-bpp", "target_bpp"),
+                                          ("--target-psnr", "target_psnr"))
+                   if options[key] is not None), None)
+    if target and args.quality is not None and not args.quiet:
+        sys.stderr.write(f"{PROG}: note: -q {args.quality:g} is ignored: {target} picks the "
+                         "quality\n")
+    return options
+
+
+def _target_text(options: dict) -> str | None:
+    if options["target_size"] is not None:
+        return f"target {_human_size(options['target_size'])}"
+    if options["target_bpp"] is not None:
+        return f"target {options['target_bpp']:g} bpp"
+    if options["target_psnr"] is not None:
+        return f"target {options['target_psnr']:g} dB"
+    return None
+
+
+def _compress_file(src: str, dst: str, force: bool, options: dict):
+    """Compress one input; returns (the line to print, {"in", "out", "pixels"} byte counts).
+
+    Module level (not a closure) so a process pool can run it."""
+    data_in = _read_input(src) if src == STDIO else src
+    size_in = len(data_in) if src == STDIO else os.path.getsize(src)
+    target = _target_text(options)
+    reached = None
+    if target:
+        from neuralcodec import compress_to_target
+
+        reached = compress_to_target(
+            data_in, coder=options["coder"], target_size=options["target_size"],
+            target_bpp=options["target_bpp"], target_psnr=options["target_psnr"],
+            strip=options["strip"], codec=_codec())
+        data = reached.data
+    else:
+        if options["strip"]:
+            from neuralcodec.rate_control import prepare
+
+            data_in = prepare(data_in, strip=True)[0]
+        data = _codec().compress(data_in, quality=options["quality"], coder=options["coder"])
+    if dst == STDIO:
+        _write_stdout(data, force)
+    else:
+        _write_file(dst, lambda f: f.write(data), force)
+    from formats import read_header
+
+    h = read_header(data)
+    bpp = 8 * len(data) / (h.width * h.height)
+    shown_src = "<stdin>" if src == STDIO else src
+    shown_dst = "<stdout>" if dst == STDIO else dst
+    line = f"{shown_src} -> {shown_dst}  {_human_size(len(data))}  {bpp:.2f} bpp"
+    if reached is not None:
+        psnr = "lossless" if math.isinf(reached.psnr) else f"{reached.psnr:.2f} dB"
+        line += f"  quality {reached.quality:g}  {psnr}  ({target}"
+        line += f"; {reached.note})" if reached.note else ")"
+    return line, {"in": size_in, "out": len(data), "pixels": h.width * h.height}
+
+
+def _decompress_file(src: str, dst: str, force: bool, options: dict | None = None):
+    """Decompress one input; returns (the line to print, byte counts) like ``_compress_file``."""
+    import io
+
+    import formats
+
+    fmt = formats.image_format(dst)  # PNG for stdout and names without an extension
+    if fmt == "VAEZ":  # known to Pillow through our own plugin, but not a decompressed image
+        raise CliError(f"{dst}: decompress writes images; choose an image extension such as .png")
+    data = _read_input(src)
+    formats.unpack(data)  # validate before loading the model
+    image = _codec().decompress(data)
+    shown_src = "<stdin>" if src == STDIO else src
+    # encode_image reports anything Pillow cannot store (a bad EXIF payload included)
+    # as one ImageError line
+    buf = io.BytesIO()
+    formats.encode_image(image, fmt, buf)
+    encoded = buf.getvalue()
+    if dst == STDIO:
+        _write_stdout(encoded, force)
+        shown_dst = "<stdout>"
+    else:
+        _write_file(dst, lambda f: f.write(encoded), force)
+        shown_dst = dst
+    line = f"{shown_src} -> {shown_dst}  {image.width}x{image.height} {image.mode}  ({fmt})"
+    return line, {"in": len(data), "out": len(encoded), "pixels": image.width * image.height}
+
+
 def cmd_compress(args) -> int:
-    def work(src, dst, force):
-        data_in = _read_input(src) if src == STDIO else src
-        data = _codec().compress(data_in, quality=args.quality, coder=args.coder)
-        if dst == STDIO:
-            _write_stdout(data, force)
-        else:
-            _write_file(dst, lambda f: f.write(data), force)
-        from formats import read_header
-
-        h = read_header(data)
-        bpp = 8 * len(data) / (h.width * h.height)
-        shown_src = "<stdin>" if src == STDIO else src
-        shown_dst = "<stdout>" if dst == STDIO else dst
-        return f"{shown_src} -> {shown_dst}  {_human_size(len(data))}  {bpp:.2f} bpp"
-
-    return _run_each(args, work)
+    options = _compress_options(args)
+    if any(name != STDIO and os.path.isdir(name) for name in args.inputs):
+        return _run_tree(args, _compress_file, options, IMAGE_SUFFIXES, VAEZ_SUFFIX)
+    return _run_each(args, lambda src, dst, force: _compress_file(src, dst, force, options))
 
 
 def cmd_decompress(args) -> int:
-    def work(src, dst, force):
-        import io
+    if any(name != STDIO and os.path.isdir(name) for name in args.inputs):
+        return _run_tree(args, _decompress_file, None, (VAEZ_SUFFIX,), ".png")
+    return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force))
 
-        import formats
 
-        fmt = formats.image_format(dst)  # PNG for stdout and names without an extension
-        data = _read_input(src)
-        formats.unpack(data)  # validate before loading the model
-        image = _codec().decompress(data)
-        shown_src = "<stdin>" if src == STDIO else src
-        # encode_image reports anything Pillow cannot store (a bad EXIF payload included)
-        # as one ImageError line
-        if dst == STDIO:
-            buf = io.BytesIO()
-            formats.encode_image(image, fmt, buf)
-            _write_stdout(buf.getvalue(), force)
-            shown_dst = "<stdout>"
+# ---------------------------------------------------------------------------- folder trees
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
+                  ".pgm")
+
+
+def _tree_plan(root: str, outdir: str, suffixes, new_suffix: str, problems: list):
+    """(input, output) for every file under ``root`` with one of ``suffixes`` (any case), in
+    sorted order; the output is the same relative path under ``outdir`` with ``new_suffix``.
+    ``outdir`` itself is not walked when it lies inside ``root``."""
+    skip = os.path.realpath(outdir)
+
+    def walk_error(exc: OSError):
+        problems.append((exc.filename or root, exc))
+
+    for folder, subfolders, files in os.walk(root, onerror=walk_error):
+        subfolders[:] = sorted(d for d in subfolders
+                               if os.path.realpath(os.path.join(folder, d)) != skip)
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in suffixes:
+                src = os.path.join(folder, name)
+                rel = os.path.relpath(src, root)
+                yield src, os.path.join(outdir, os.path.splitext(rel)[0] + new_suffix)
+
+
+def _up_to_date(src: str, dst: str) -> bool:
+    try:
+        return os.stat(dst).st_mtime_ns >= os.stat(src).st_mtime_ns and os.path.isfile(dst)
+    except OSError:
+        return False
+
+
+def _init_worker() -> None:
+    """Pool workers share the CPU: one torch thread each."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
+    """Mirror the folder ``args.inputs[0]`` into ``args.output``: run ``worker`` on every
+    matching file whose output is missing or older than it (all of them with ``--force``),
+    keep going past failures, show one progress bar and a summary."""
+    if len(args.inputs) != 1:
+        raise Usage("a folder input must be the only input")
+    root = args.inputs[0]
+    outdir = args.output
+    if outdir is None or outdir == STDIO:
+        raise Usage(f"a folder input needs -o OUTDIR (the tree under {root} is mirrored there)")
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise CliError(f"{outdir}: exists and is not a directory")
+    if os.path.isdir(outdir) and _same_file(root, outdir):
+        raise Usage("-o OUTDIR must be another folder than the input folder")
+    verb = "compressed" if args.command == "compress" else "decompressed"
+    problems: list = []
+    plan = list(_tree_plan(root, outdir, suffixes, new_suffix, problems))
+    reporter = Reporter(len(plan), args.quiet)
+    failed: list[str] = []
+    for name, exc in problems:
+        failed.append(os.fsdecode(name))
+        reporter.error(_describe(exc, os.fsdecode(name)))
+    tasks, owner, skipped = [], {}, 0
+    for src, dst in plan:
+        key = os.path.normcase(os.path.abspath(dst))
+        if key in owner:
+            failed.append(src)
+            reporter.error(f"{src}: its output {dst} is also the output of {owner[key]}; skipped")
+            continue
+        owner[key] = src
+        if not args.force and _up_to_date(src, dst):
+            skipped += 1
         else:
-            _write_file(dst, lambda f: formats.encode_image(image, fmt, f), force)
-            shown_dst = dst
-        return f"{shown_src} -> {shown_dst}  {image.width}x{image.height} {image.mode}  ({fmt})"
+            tasks.append((src, dst))
+    totals = {"in": 0, "out": 0, "pixels": 0, "bits": 0.0, "done": 0}
+    finished = skipped
 
-    return _run_each(args, work)
+    def show(name):
+        if args.command == "compress":
+            extra = f"saved {_human_size(max(totals['in'] - totals['out'], 0))}  "
+        else:
+            extra = f"written {_human_size(totals['out'])}  "
+        reporter.progress(finished, name, extra)
+
+    def record(src, outcome):
+        nonlocal finished
+        finished += 1
+        if isinstance(outcome, BaseException):
+            failed.append(src)
+            reporter.error(_describe(outcome, src))
+        else:
+            line, stats = outcome
+            totals["done"] += 1
+            for key in ("in", "out", "pixels"):
+                totals[key] += stats[key]
+            coded = stats["out"] if args.command == "compress" else stats["in"]
+            totals["bits"] += 8 * coded / stats["pixels"]
+            reporter.line(line)
+        show(os.path.basename(src))
+
+    def prepare(dst):
+        folder = os.path.dirname(dst)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+    try:
+        if args.jobs == 1 or len(tasks) < 2:
+            for src, dst in tasks:
+                show(os.path.basename(src))
+                try:
+                    prepare(dst)
+                    outcome = worker(src, dst, True, options)
+                except Exception as exc:  # noqa: BLE001 - reported as one line, batch goes on
+                    outcome = exc
+                record(src, outcome)
+        else:
+            import concurrent.futures as cf
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+            with cf.ProcessPoolExecutor(min(args.jobs, len(tasks)), mp_context=context,
+                                        initializer=_init_worker) as pool:
+                futures = {}
+                for src, dst in tasks:
+                    try:
+                        prepare(dst)
+                    except OSError as exc:
+                        record(src, exc)
+                        continue
+                    futures[pool.submit(worker, src, dst, True, options)] = src
+                try:
+                    for future in cf.as_completed(futures):
+                        try:
+                            outcome = future.result()
+                        except Exception as exc:  # noqa: BLE001
+                            outcome = exc
+                        record(futures[future], outcome)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        reporter.finish()
+    summary = f"{totals['done']} {verb}, {skipped} skipped (up to date), {len(failed)} failed"
+    if totals["done"]:
+        summary += (f"; {_human_size(totals['in'])} in, {_human_size(totals['out'])} out")
+        if args.command == "compress" and totals["in"]:
+            summary += f" ({100 * (1 - totals['out'] / totals['in']):.0f}% smaller)"
+        summary += f"; mean {totals['bits'] / totals['done']:.3f} bpp"
+    elif not plan:
+        kinds = "images" if args.command == "compress" else ".vaez files"
+        summary = f"no {kinds} found under {root}"
+    reporter.line(summary)
+    return _exit_status(failed, len(plan) + len(problems))
 
 
 def _info_record(name: str, data: bytes) -> dict:
@@ -444,7 +744,76 @@ def _info_record(name: str, data: bytes) -> dict:
         "container_overhead_bytes": total - formats.HEADER_SIZE - sum(payloads.values()),
         "total_bytes": total,
         "bpp": 8 * total / (header.width * header.height),
+        "metadata": _metadata(sections),
     }
+
+
+def _metadata(sections: dict) -> dict:
+    """ICC profile (size, description) and EXIF (tag count, Make/Model/DateTime) if present."""
+    meta = {}
+    icc = sections.get("ICCP")
+    if icc:
+        meta["icc_profile"] = {"bytes": len(icc), "description": _icc_description(icc)}
+    exif = sections.get("EXIF")
+    if exif:
+        meta["exif"] = {"bytes": len(exif), **_exif_summary(exif)}
+    return meta
+
+
+def _icc_description(icc: bytes) -> str | None:
+    import io
+
+    try:
+        from PIL import ImageCms
+
+        text = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except Exception:  # noqa: BLE001 - no LittleCMS, or a profile it cannot parse
+        return None
+    return " ".join(text.split()) or None
+
+
+_EXIF_POINTERS = {0x8769: "Exif", 0x8825: "GPS"}  # sub-IFDs whose tags are counted too
+_EXIF_NAMES = {0x010F: "Make", 0x0110: "Model", 0x0132: "DateTime"}
+
+
+def _exif_summary(exif: bytes) -> dict:
+    from PIL import Image
+
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+        tags = sum(1 for tag in parsed if tag not in _EXIF_POINTERS)
+        for pointer in _EXIF_POINTERS:
+            if pointer in parsed:
+                tags += len(parsed.get_ifd(pointer))
+    except Exception:  # noqa: BLE001 - Pillow raises many types for malformed EXIF
+        return {"tags": None, "error": "unreadable"}
+    summary: dict = {"tags": tags}
+    for tag, name in _EXIF_NAMES.items():
+        value = parsed.get(tag)
+        if value is not None:
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            summary[name] = " ".join(text.replace("\0", " ").split())
+    return summary
+
+
+def _metadata_text(meta: dict) -> list[tuple[str, str]]:
+    if not meta:
+        return [("metadata", "none (no ICC profile, no EXIF)")]
+    rows = []
+    icc = meta.get("icc_profile")
+    if icc:
+        rows.append(("icc", f"{icc['bytes']} B" + (f", {icc['description']!r}"
+                                                  if icc["description"] else "")))
+    exif = meta.get("exif")
+    if exif:
+        if exif.get("tags") is None:
+            rows.append(("exif", f"{exif['bytes']} B, unreadable"))
+        else:
+            named = ", ".join(f"{k} {exif[k]!r}" for k in _EXIF_NAMES.values() if k in exif)
+            rows.append(("exif", f"{exif['bytes']} B, {exif['tags']} tags"
+                                 + (f": {named}" if named else "")))
+    return rows
 
 
 def _info_text(r: dict) -> str:
@@ -462,6 +831,7 @@ def _info_text(r: dict) -> str:
                      "(section framing, END, skipped ancillary sections)"),
         ("total", f"{r['total_bytes']} bytes ({_human_size(r['total_bytes'])}), "
                   f"{r['bpp']:.4f} bpp"),
+        *_metadata_text(r["metadata"]),
     ]
     return "\n".join([r["file"]] + [f"  {k + ':':<10}{v}" for k, v in rows])
 
@@ -486,19 +856,72 @@ def cmd_info(args) -> int:
     return _exit_status(failed, len(args.inputs))
 
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
+def cmd_inspect(args) -> int:
+    from neuralcodec import inspect_panel
+
+    try:
+        inspect_panel.require_matplotlib()  # before torch: a missing extra fails fast
+    except inspect_panel.MatplotlibMissing as exc:
+        raise CliError(str(exc)) from None
+    src = args.input
+    if not os.path.exists(src):
+        raise CliError(f"{src}: no such file")
+    if os.path.isdir(src):
+        raise CliError(f"{src}: is a directory, not a file")
+    dst = args.output or os.path.splitext(src)[0] + "-inspect.png"
+    _check_output(src, dst, args.force, {})
+    try:
+        analysis = inspect_panel.write_panel(dst, src, quality=args.quality, coder=args.coder,
+                                             codec=_codec(), force=args.force)
+    except OSError as exc:
+        target = os.fsdecode(exc.filename) if exc.filename is not None else None
+        if target is not None and os.path.abspath(target) == os.path.abspath(dst):
+            raise _output_error(dst, exc) from None
+        raise CliError(_describe(exc, src)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        raise CliError(_describe(exc, src)) from None
+    psnr = analysis.psnr
+    psnr_text = ("PSNR unknown (the input is a .vaez file)" if psnr is None
+                 else "lossless" if math.isinf(psnr) else f"PSNR {psnr:.2f} dB")
+    sys.stderr.write(f"{src} -> {dst}  quality {analysis.header.quality:g}  "
+                     f"{_human_size(analysis.size)}  {analysis.bpp:.3f} bpp  {psnr_text}\n")
+    return EXIT_OK
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """``vaez bench DIR [options]``: ``benchmarks/rd.py`` with its own options and output."""
+    try:
+        from benchmarks import rd
+    except ImportError as exc:
+        raise CliError(f"vaez bench needs the benchmarks package ({exc}); "
+                       "reinstall vaez from its source tree") from None
+    try:
+        return rd.main(argv, prog=f"{PROG} bench") or EXIT_OK
+    except SystemExit as exc:  # argparse (--help, usage errors) and rd's own fatal errors
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        text = str(exc.code)
+        raise CliError(text[len("error: "):] if text.startswith("error: ") else text) from None
+
+
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
+            "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vaez`` console script; returns the exit status."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["bench"]:  # rd.py parses its own options (and --help)
+            return cmd_bench(argv[1:])
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help / --version
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         if args.command is None:
-            raise Usage("missing command: compress, decompress or info (see 'vaez --help')")
+            raise Usage("missing command: compress, decompress, info, inspect or bench "
+                        "(see 'vaez --help')")
         return COMMANDS[args.command](args)
     except Usage as exc:
         _error(str(exc))

@@ -2,23 +2,71 @@
 
     import neuralcodec
     data = neuralcodec.compress(image, quality=75)   # PIL image, uint8 array or path -> bytes
+    data = neuralcodec.compress(image, target_size="50KB")   # or target_bpp= / target_psnr=
     image = neuralcodec.decompress(data)             # -> PIL.Image.Image, same size and mode
+    result = neuralcodec.compress_to_target(image, target_psnr=36)   # bytes + what was reached
 
-Importing this package is cheap: torch and the weights load on the first call.
+Importing this package is cheap: torch and the weights load on the first call. It also
+registers the ``.vaez`` format with Pillow, so ``PIL.Image.open("x.vaez")`` works.
 """
 from __future__ import annotations
 
+import warnings
+
 __version__ = "1.0.0"
-__all__ = ["compress", "decompress", "Codec", "VaezError", "__version__"]
+__all__ = ["compress", "compress_to_target", "decompress", "Codec", "Encoded", "VaezError",
+           "TargetWarning", "register_pillow", "__version__"]
 
 from formats import VaezError  # noqa: E402  (light: no torch)
 
+from .pillow_plugin import register as register_pillow  # noqa: E402  (light: Pillow only)
 
-def compress(image, quality: float = 75, coder: str = "auto") -> bytes:
-    """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits)."""
-    from .codec import default_codec
 
-    return default_codec().compress(image, quality=quality, coder=coder)
+class TargetWarning(UserWarning):
+    """``compress`` could not reach the PSNR asked for and returned its best (quality 100)."""
+
+
+def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
+             target_bpp=None, target_psnr=None, strip: bool = False) -> bytes:
+    """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits).
+
+    At most one target replaces ``quality``: ``target_size`` (bytes, or a string such as
+    ``"50KB"``, ``"1.5MB"``, ``"64KiB"``: the file is never larger, and within 5 % of it when
+    the quality range allows; ValueError if even quality 1 is larger), ``target_bpp`` (the same
+    as a size), ``target_psnr`` (dB: the lowest quality that reaches it; a ``TargetWarning``
+    and the quality 100 file when it cannot be reached). ``strip`` drops the ICC profile and
+    EXIF, which are otherwise kept.
+    """
+    if target_size is None and target_bpp is None and target_psnr is None:
+        from .codec import default_codec
+
+        if strip:
+            from .rate_control import prepare
+
+            image = prepare(image, strip=True)[0]
+        return default_codec().compress(image, quality=quality, coder=coder)
+    result = compress_to_target(image, quality=quality, coder=coder, target_size=target_size,
+                                target_bpp=target_bpp, target_psnr=target_psnr, strip=strip)
+    if not result.met:
+        warnings.warn(result.note, TargetWarning, stacklevel=2)
+    return result.data
+
+
+def compress_to_target(image, quality: float = 75, coder: str = "auto", target_size=None,
+                       target_bpp=None, target_psnr=None, strip: bool = False, codec=None):
+    """Like ``compress``, but returns an ``Encoded`` record: ``data`` (the bytes), ``quality``,
+    ``size``, ``bpp``, ``psnr``, whether the target was ``met``, the number of ``encodes`` and
+    a ``note`` when the result is not as close to the target as asked. ``codec`` defaults to
+    the shared one."""
+    from . import rate_control
+
+    if codec is None:
+        from .codec import default_codec
+
+        codec = default_codec()
+    return rate_control.encode(codec, image, quality=quality, coder=coder,
+                               target_size=target_size, target_bpp=target_bpp,
+                               target_psnr=target_psnr, strip=strip)
 
 
 def decompress(data: bytes):
@@ -33,4 +81,11 @@ def __getattr__(name):
         from .codec import Codec
 
         return Codec
+    if name == "Encoded":
+        from .rate_control import Encoded
+
+        return Encoded
     raise AttributeError(f"module 'neuralcodec' has no attribute {name!r}")
+
+
+register_pillow()

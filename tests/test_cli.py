@@ -395,7 +395,7 @@ def test_version_and_help(capsys):
     assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.0.0"
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "examples:" in out and "vaez compress" in out
-    for sub in ("compress", "decompress", "info"):
+    for sub in ("compress", "decompress", "info", "inspect"):
         code, out, _ = run(capsys, sub, "--help")
         assert code == 0 and "examples:" in out
 
@@ -433,3 +433,85 @@ def test_progress_bar_only_on_a_tty(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "compress", tmp_path / "a.png", tmp_path / "b.png", "--force")
     assert code == 0 and "\r" in err and "] 1/2 " in err and "] 2/2" in err
     assert err.count(" -> ") == 2  # the per-file lines are still there
+
+
+# ---------------------------------------------------------------- targets and metadata
+
+def _image_with_metadata(path):
+    from PIL import ImageCms
+
+    im = make_image(path)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0132] = "CliMake", "CliModel", "2024:05:06 07:08:09"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im.save(path, icc_profile=icc, exif=exif.tobytes())
+    return icc
+
+
+def test_strip_drops_icc_and_exif_default_keeps_them(tmp_path, capsys):
+    src = tmp_path / "meta.png"
+    icc = _image_with_metadata(src)
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "kept.vaez")
+    assert code == 0, err
+    code, _, err = run(capsys, "compress", src, "--strip", "-o", tmp_path / "bare.vaez")
+    assert code == 0, err
+    _, kept = formats.unpack((tmp_path / "kept.vaez").read_bytes())
+    _, bare = formats.unpack((tmp_path / "bare.vaez").read_bytes())
+    assert kept["ICCP"] == icc and "EXIF" in kept
+    assert "ICCP" not in bare and "EXIF" not in bare
+    assert kept["YSYM"] == bare["YSYM"]  # the same pixels were coded
+    _, targeted = formats.unpack(neuralcodec.compress(src, target_psnr=1))  # rate control too
+    assert targeted["ICCP"] == icc and targeted["EXIF"] == kept["EXIF"]
+    # the API: strip=True drops them too; without it the bytes are the plain encoding
+    assert "ICCP" not in formats.unpack(neuralcodec.compress(src, strip=True))[1]
+    assert neuralcodec.compress(src) == (tmp_path / "kept.vaez").read_bytes()
+    # info lists what is there
+    code, out, _ = run(capsys, "info", tmp_path / "kept.vaez")
+    assert code == 0 and f"icc:      {len(icc)} B" in out
+    assert "Make 'CliMake'" in out and "Model 'CliModel'" in out and "2024:05:06" in out
+    code, out, _ = run(capsys, "info", "--json", tmp_path / "kept.vaez")
+    meta = json.loads(out)["metadata"]
+    assert meta["icc_profile"]["bytes"] == len(icc) and meta["exif"]["tags"] == 3
+    assert meta["exif"]["Model"] == "CliModel"
+    code, out, _ = run(capsys, "info", tmp_path / "bare.vaez")
+    assert "metadata: none" in out
+
+
+def test_target_options(tmp_path, capsys):
+    src = tmp_path / "t.png"
+    make_image(src, seed=9)
+    smallest = len(neuralcodec.compress(src, quality=1))
+    target = smallest + 500
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "s.vaez",
+                       "--target-size", f"{target}B", "-q", "40")
+    assert code == 0, err
+    assert (tmp_path / "s.vaez").stat().st_size <= target
+    assert "-q 40 is ignored" in err and "quality " in err and " dB" in err and "target" in err
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "p.vaez", "--target-psnr", "20")
+    assert code == 0 and "target 20 dB" in err
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "tiny.vaez", "--target-size", "10B")
+    assert code == 1 and f"smallest file it can have is {smallest} bytes" in err
+    assert not (tmp_path / "tiny.vaez").exists()
+    for argv in (["--target-size", "1KB", "--target-psnr", "30"], ["--target-bpp", "0"],
+                 ["--target-size", "big"]):
+        code, _, err = run(capsys, "compress", src, *argv)
+        assert code == 2, argv
+        assert_one_error_line(err)
+
+
+def test_decompress_refuses_a_vaez_output(tmp_path, capsys, vaez_file):
+    code, _, err = run(capsys, "decompress", vaez_file, "-o", tmp_path / "again.vaez")
+    assert code == 1 and "image extension" in err and not (tmp_path / "again.vaez").exists()
+
+
+def test_bench_runs_rd_main(tmp_path, capsys, monkeypatch):
+    from benchmarks import rd
+
+    seen = {}
+    monkeypatch.setattr(rd, "main", lambda argv, prog=None: seen.update(argv=argv, prog=prog) or 0)
+    assert run(capsys, "bench", "kodak", "--limit", "2")[0] == 0
+    assert seen == {"argv": ["kodak", "--limit", "2"], "prog": "vaez bench"}
+    monkeypatch.setattr(rd, "main", lambda argv, prog=None: (_ for _ in ()).throw(
+        SystemExit("error: kodak is not a directory")))
+    code, _, err = run(capsys, "bench", "kodak")
+    assert code == 1 and err == "vaez: error: kodak is not a directory\n"

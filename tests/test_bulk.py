@@ -1,0 +1,100 @@
+"""Tests for folder inputs: ``vaez compress DIR -o OUTDIR`` and ``vaez decompress DIR -o OUTDIR``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+import cli
+import formats
+from imagegen import natural_image
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_tree(root: Path) -> None:
+    """Two good images at two depths, a broken one, and a file that is not an image."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray(natural_image(32, 40, 3, seed=1)).save(root / "a.png")
+    Image.fromarray(natural_image(24, 32, 1, seed=2)).save(root / "sub" / "deeper" / "b.JPG")
+    (root / "sub" / "broken.png").write_bytes(b"not an image at all")
+    (root / "notes.txt").write_text("not an image either")
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_compress_tree_keeps_going_and_skips_up_to_date(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_tree(src)
+    code, _, err = run(capsys, "compress", src, "-o", out, "-q", "30")
+    assert code == 1  # the broken file failed ...
+    assert files(out) == ["a.vaez", "sub/deeper/b.vaez"]  # ... the others were written
+    assert "broken.png" in err and "Traceback" not in err
+    assert "2 compressed, 0 skipped (up to date), 1 failed" in err and "mean" in err
+    assert "1 of 3 files failed" in err
+    assert formats.read_header((out / "a.vaez").read_bytes()).quality == 30
+    stamps = {p: (out / p).stat().st_mtime_ns for p in files(out)}
+
+    code, _, err = run(capsys, "compress", src, "-o", out)
+    assert code == 1 and "0 compressed, 2 skipped (up to date), 1 failed" in err
+    assert {p: (out / p).stat().st_mtime_ns for p in files(out)} == stamps  # untouched
+
+    newer = (out / "a.vaez").stat().st_mtime + 10
+    os.utime(src / "a.png", (newer, newer))  # the input changed after its output was written
+    code, _, err = run(capsys, "compress", src, "-o", out)
+    assert "1 compressed, 1 skipped (up to date)" in err
+    code, _, err = run(capsys, "compress", src, "-o", out, "--force", "--quiet")
+    assert code == 1 and "2 compressed" not in err and "broken.png" in err  # quiet: errors only
+    assert (out / "sub/deeper/b.vaez").stat().st_mtime_ns > stamps["sub/deeper/b.vaez"]
+
+
+def test_decompress_tree(tmp_path, capsys):
+    src, packed, back = tmp_path / "src", tmp_path / "packed", tmp_path / "back"
+    make_tree(src)
+    run(capsys, "compress", src, "-o", packed)
+    (packed / "sub" / "junk.vaez").write_bytes(b"\x89VAEZ\r\n\x1a garbage")
+    code, _, err = run(capsys, "decompress", packed, "-o", back)
+    assert code == 1 and "junk.vaez" in err
+    assert files(back) == ["a.png", "sub/deeper/b.png"]
+    with Image.open(back / "sub/deeper/b.png") as im:
+        assert im.size == (32, 24) and im.mode == "L"
+    assert "2 decompressed, 0 skipped (up to date), 1 failed" in err
+    code, _, err = run(capsys, "decompress", packed, "-o", back)
+    assert "0 decompressed, 2 skipped" in err
+
+
+def test_folder_usage_errors(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_tree(src)
+    for argv in (["compress", src], ["compress", src, "-o", src],
+                 ["compress", src, src / "a.png", "-o", tmp_path / "o"], ["compress", src, "-o", "-"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert err.startswith("vaez: error: ") and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "decompress", tmp_path / "empty", "-o", tmp_path / "o")
+    assert code == 0 and "no .vaez files found" in err
+
+
+def test_progress_bar_shows_running_total_on_a_tty(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    make_tree(src)
+    (src / "sub" / "broken.png").unlink()
+    monkeypatch.setattr(cli, "_isatty", lambda stream: True)
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "out")
+    assert code == 0 and "\r" in err and "] 2/2 saved " in err
+
+
+def test_jobs_uses_worker_processes(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_tree(src)
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "out", "--jobs", "2")
+    assert code == 1 and "broken.png" in err
+    assert files(tmp_path / "out") == ["a.vaez", "sub/deeper/b.vaez"]
