@@ -6,6 +6,14 @@ a scale index for every latent, and code the integer residuals ``q = round(y - m
 Gaussian table picked by the scale index. Decoding mirrors it. Only integers decide
 probabilities, so a file decodes to the same latents on every machine; a CRC32 of the symbols
 in the header turns any mismatch into an error instead of garbage.
+
+Big images: above `TILE_ABOVE_PIXELS` the analysis, hyper-analysis and synthesis transforms
+run on overlapping tiles (`tiling.py`) whose halos cover their receptive fields, so memory
+stays bounded and the result equals the untiled one up to float summation order. The integer
+hyper-synthesis always runs on tiles of z (exactly: integer arithmetic), and the per-latent
+arithmetic around it works tile by tile without full-size float64 temporaries. Entropy coding
+stays whole-image: tiling is invisible in the file, so a file encoded tiled decodes untiled to
+the same latents and vice versa.
 """
 from __future__ import annotations
 
@@ -20,10 +28,18 @@ import formats
 from formats import VaezError, VaezHeader
 
 from .entropy import coders
-from .model.integer_hyper import Z_LIMIT, scale_index
+from .model.integer_hyper import ACT_LIMIT_BITS, Z_LIMIT, scale_index
 from .model.network import PAD_MULTIPLE
 from .model.transforms import BLOCK
+from .tiling import footprint, integer_hyper_geometry, iter_tiles, tile_starts
 from .weights import Weights, load_weights
+
+TILE_ABOVE_PIXELS = 1 << 21   # padded images with more pixels than this run their transforms tiled
+TILE_PIXELS = 1024            # tile core (pixels per side) when tiling automatically
+HYPER_TILE = 32               # z positions per side of an integer hyper-synthesis tile
+# The integer hyper-synthesis returns the gain-free mean as integers (|a| <= 2**ACT_LIMIT_BITS)
+# times 2**-ACT_BITS: float32 holds those exactly while ACT_LIMIT_BITS <= 24, at half the memory.
+_MEAN_DTYPE = np.float32 if ACT_LIMIT_BITS <= 24 else np.float64
 
 
 def _latent_shapes(width: int, height: int, config: dict):
@@ -35,17 +51,56 @@ def _latent_shapes(width: int, height: int, config: dict):
 
 
 def symbol_crc(z_symbols: np.ndarray, y_symbols: np.ndarray) -> int:
-    crc = zlib.crc32(np.ascontiguousarray(z_symbols, dtype="<i8").tobytes())
-    return zlib.crc32(np.ascontiguousarray(y_symbols, dtype="<i8").tobytes(), crc) & 0xFFFFFFFF
+    # CRC over the arrays' buffers: no bytes copy of the (possibly huge) latent
+    crc = zlib.crc32(np.ascontiguousarray(z_symbols, dtype="<i8"))
+    return zlib.crc32(np.ascontiguousarray(y_symbols, dtype="<i8"), crc) & 0xFFFFFFFF
+
+
+_TILED = ("analysis", "hyper_analysis", "synthesis")
+_FOOTPRINTS: dict = {}
+_FOOTPRINTS_LOCK = threading.Lock()
+
+
+def _transform_footprints(net, config) -> dict | NotImplementedError:
+    """Receptive fields of the tiled transforms, traced once per process and architecture.
+
+    Traced eagerly (at `Codec` construction) rather than on the first big image: torch.fx
+    patches ``nn.Module.__call__`` process-wide while it traces, which must not overlap with
+    other threads running the network.
+    """
+    with _FOOTPRINTS_LOCK:
+        found = _FOOTPRINTS.get(config)
+        if found is None:
+            try:
+                found = {name: footprint(getattr(net, name)) for name in _TILED}
+            except NotImplementedError as exc:    # raised again if tiling is ever needed
+                found = exc
+            _FOOTPRINTS[config] = found
+        return found
+
+
+def _check_tile_size(tile_size) -> None:
+    if tile_size is None:
+        return
+    if (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer))
+            or tile_size < 0 or tile_size % PAD_MULTIPLE):
+        raise ValueError(f"tile_size must be None (automatic), 0 (never tile) or a positive "
+                         f"multiple of {PAD_MULTIPLE} pixels, got {tile_size!r}")
 
 
 class Codec:
     """A loaded model, ready to compress and decompress; safe to share between threads.
 
     ``timings`` holds the seconds spent per stage by the most recent call (per thread).
+
+    ``tile_size`` (also a keyword of `compress` and `decompress`, which wins): ``None`` tiles
+    the transforms of images above `TILE_ABOVE_PIXELS` in `TILE_PIXELS` tiles, ``0`` never
+    tiles, a positive multiple of 32 always tiles with that core size in pixels. It changes
+    memory and speed, never the file format.
     """
 
-    def __init__(self, weights: str | Path | Weights | None = None, device: str = "cpu"):
+    def __init__(self, weights: str | Path | Weights | None = None, device: str = "cpu",
+                 tile_size: int | None = None):
         import torch  # imported here so `import neuralcodec` stays light
 
         from .model import ModelConfig, VaezNetwork
@@ -64,6 +119,10 @@ class Codec:
         self.net = net.to(self.device)
         self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config.latent_channels)
         self.model_id = self.weights.model_id
+        _check_tile_size(tile_size)
+        self.tile_size = tile_size
+        self._hyper_geometry = integer_hyper_geometry(self.weights.hyper_layers)
+        self._footprints = _transform_footprints(net, config)
         self._local = threading.local()
 
     @property
@@ -84,44 +143,128 @@ class Codec:
         gains = self.net.gains.decoder_gain(level) if decoder else self.net.gains.encoder_gain(level)
         return gains[0].double().cpu().numpy()
 
-    def _predict(self, z_symbols: np.ndarray, quality: float):
-        """Mean (gained domain, float) and integer scale index of every latent."""
-        mean_unit, coordinate = self.hyper(z_symbols)
-        index = scale_index(coordinate, self.weights.gain_offsets, int(round(quality * 100)))
-        return mean_unit * self._gain(quality, decoder=False), index
+    def _footprint(self, name: str):
+        """Receptive-field description of ``self.net.<name>`` (see `tiling.footprint`)."""
+        if isinstance(self._footprints, Exception):
+            raise RuntimeError(f"this model cannot run tiled: {self._footprints}")
+        return self._footprints[name]
+
+    def _tile_core(self, y_shape, tile_size) -> int:
+        """Tile core in pixels for a latent of ``y_shape``, or 0 to run untiled."""
+        _check_tile_size(tile_size)
+        if tile_size is None:
+            tile_size = self.tile_size
+        if tile_size is None:
+            pixels = y_shape[1] * y_shape[2] * BLOCK * BLOCK
+            return TILE_PIXELS if pixels > TILE_ABOVE_PIXELS else 0
+        return int(tile_size)
+
+    def _hyper_tiles(self, z_symbols: np.ndarray, core: int):
+        """Integer hyper-synthesis on overlapping tiles of z, cropped to their cores.
+
+        Yields ``(rows, cols, mean_unit, coordinate)``: latent slices and the gain-free mean
+        (float64) and scale coordinate (int64) there, bit-identical to a whole-z run.
+        """
+        halo, up = self._hyper_geometry
+        _, rows, cols = z_symbols.shape
+        for r0, r1 in tile_starts(rows, core):
+            lo_r, hi_r = max(r0 - halo, 0), min(r1 + halo, rows)
+            for c0, c1 in tile_starts(cols, core):
+                lo_c, hi_c = max(c0 - halo, 0), min(c1 + halo, cols)
+                mean, coordinate = self.hyper(z_symbols[:, lo_r:hi_r, lo_c:hi_c],
+                                              strip_rows=hi_r - lo_r)
+                keep = (slice(None), slice((r0 - lo_r) * up, (r1 - lo_r) * up),
+                        slice((c0 - lo_c) * up, (c1 - lo_c) * up))
+                yield (slice(r0 * up, r1 * up), slice(c0 * up, c1 * up),
+                       mean[keep], coordinate[keep])
+
+    def _analysis(self, padded: np.ndarray, core: int) -> np.ndarray:
+        """g_a of a padded HxWx3 uint8 image: y_unit (M, H/8, W/8) float32 on the CPU."""
+        torch = self._torch
+
+        def read(rows=slice(None), cols=slice(None)):
+            tile = np.ascontiguousarray(padded[rows, cols])
+            x = torch.from_numpy(tile).permute(2, 0, 1)[None].float().div_(255)
+            return x.to(self.device)
+
+        if not core:
+            return self.net.analysis(read()).cpu().numpy()[0]
+        fp = self._footprint("analysis")
+        y_unit = None
+        for rows, cols, tile in iter_tiles(fp, self.net.analysis, padded.shape[:2],
+                                           core // BLOCK, read):
+            if y_unit is None:
+                y_unit = np.empty((tile.shape[1],) + tuple(n // BLOCK for n in padded.shape[:2]),
+                                  dtype=np.float32)
+            y_unit[:, rows, cols] = tile[0].cpu().numpy()
+        return y_unit
+
+    def _hyper_analysis(self, y_unit: np.ndarray, core: int) -> np.ndarray:
+        """Rounded h_a(y_unit) as float64 (Cz, h/4, w/4)."""
+        torch = self._torch
+
+        def read(rows=slice(None), cols=slice(None)):
+            return torch.from_numpy(np.ascontiguousarray(y_unit[:, rows, cols]))[None].to(self.device)
+
+        if not core:
+            return torch.round(self.net.hyper_analysis(read())).cpu().double().numpy()[0]
+        fp = self._footprint("hyper_analysis")
+        z = None
+        size = y_unit.shape[1:]
+        for rows, cols, tile in iter_tiles(fp, self.net.hyper_analysis, size,
+                                           core // PAD_MULTIPLE, read):
+            if z is None:
+                z = np.empty((tile.shape[1],) + tuple(int(n * fp.scale) for n in size))
+            z[:, rows, cols] = torch.round(tile[0]).cpu().double().numpy()
+        return z
 
     # -- encoding -------------------------------------------------------------------------
-    def compress(self, image, quality: float = 75, coder: str = "auto") -> bytes:
-        """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes."""
+    def compress(self, image, quality: float = 75, coder: str = "auto", *,
+                 tile_size: int | None = None) -> bytes:
+        """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes.
+
+        ``tile_size``: see the class docstring (``None``: the codec's setting).
+        """
         torch = self._torch
         quality = float(quality)
         if not 1.0 <= quality <= 100.0:
             raise ValueError(f"quality must be between 1 and 100, got {quality:g}")
         quality = round(quality * 100) / 100          # what the header can hold
+        _check_tile_size(tile_size)
         backend = coders.get(coder)
         self._local.timings = {}
         t = time.perf_counter()
         loaded = formats.load_image(image)
         height, width = loaded.pixels.shape[:2]
         t = self._stage("load", t)
-        rgb = loaded.pixels if loaded.pixels.ndim == 3 else np.repeat(loaded.pixels[:, :, None], 3, 2)
         y_shape, z_shape = _latent_shapes(width, height, self.weights.config)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
+        core = self._tile_core(y_shape, tile_size)
+        rgb = loaded.pixels if loaded.pixels.ndim == 3 else np.repeat(loaded.pixels[:, :, None], 3, 2)
         pad_h, pad_w = y_shape[1] * BLOCK - height, y_shape[2] * BLOCK - width
-        if pad_h or pad_w:
-            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if pad_h or pad_w:   # edge replication (uint8 here: the same values as after conversion)
+            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         with torch.inference_mode():
-            y_unit = self.net.analysis(x.to(self.device))
+            y_unit = self._analysis(rgb, core)
+            del rgb
             t = self._stage("analysis", t)
-            z = torch.round(self.net.hyper_analysis(y_unit)).cpu().double().numpy()[0]
+            z = self._hyper_analysis(y_unit, core)
         z_symbols = np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.int64)
-        mean, scale_index = self._predict(z_symbols, quality)
+        # Integer hyper-synthesis tile by tile; the symbols q = round(y - mean) come out of
+        # the same float64 arithmetic as a whole-image pass, without full-size temporaries.
+        gain = self._gain(quality, decoder=False)
+        hundredths = int(round(quality * 100))
+        y_symbols = np.empty(y_shape, dtype=np.int64)
+        index = np.empty(y_shape, dtype=np.int64)
+        for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
+            index[:, rows, cols] = scale_index(coordinate, self.weights.gain_offsets, hundredths)
+            y = y_unit[:, rows, cols].astype(np.float64) * gain
+            y_symbols[:, rows, cols] = np.round(y - mean_unit * gain)
+        del y_unit, y
         t = self._stage("hyper", t)
-        y = y_unit.cpu().double().numpy()[0] * self._gain(quality, decoder=False)
-        y_symbols = np.round(y - mean).astype(np.int64)
         z_index = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
         z_stream = backend.encode(z_symbols.ravel(), z_index.ravel(), self.weights.z_tables)
-        y_stream = backend.encode(y_symbols.ravel(), scale_index.ravel(), self.weights.y_tables)
+        y_stream = backend.encode(y_symbols.ravel(), index.ravel(), self.weights.y_tables)
+        del index
         t = self._stage("entropy", t)
         sections = {"ZSYM": z_stream, "YSYM": y_stream}
         if loaded.alpha is not None:
@@ -138,9 +281,14 @@ class Codec:
         self._stage("container", t)
         return data
 
+    def _hyper_core(self, core: int) -> int:
+        """z positions per hyper-synthesis tile side for a transform tile of ``core`` pixels."""
+        return core // PAD_MULTIPLE if core else HYPER_TILE
+
     # -- decoding -------------------------------------------------------------------------
-    def decode_latents(self, data: bytes):
-        """Entropy-decode ``data``: (header, sections, z symbols, y symbols, mean, scale index)."""
+    def _decode(self, data: bytes, tile_size: int | None = None):
+        """Entropy-decode: (header, sections, z symbols, y symbols, gain-free mean, scale index,
+        tile core in pixels or 0). The gain-free mean is held exactly in `_MEAN_DTYPE`."""
         header, sections = formats.unpack(data)
         if header.model_id != self.model_id or header.model_digest != self.weights.digest:
             raise VaezError(
@@ -154,12 +302,18 @@ class Codec:
             backend = coders.get(header.coder)
         except (ValueError, RuntimeError) as exc:
             raise VaezError(str(exc)) from None
+        core = self._tile_core(y_shape, tile_size)
         t = time.perf_counter()
         z_index = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
         try:
             z_symbols = backend.decode(sections["ZSYM"], z_index.ravel(), self.weights.z_tables).reshape(z_shape)
             t = self._stage("entropy", t)
-            mean, index = self._predict(z_symbols, header.quality)
+            hundredths = int(round(header.quality * 100))
+            index = np.empty(y_shape, dtype=np.int64)
+            mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
+            for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
+                index[:, rows, cols] = scale_index(coordinate, self.weights.gain_offsets, hundredths)
+                mean_unit[:, rows, cols] = mean
             t = self._stage("hyper", t)
             y_symbols = backend.decode(sections["YSYM"], index.ravel(), self.weights.y_tables).reshape(y_shape)
             self._stage("entropy", t)
@@ -170,20 +324,63 @@ class Codec:
         if symbol_crc(z_symbols, y_symbols) != header.symbol_crc:
             raise VaezError("latent checksum mismatch: the file is corrupt "
                             "(or was written by an incompatible coder build)")
+        return header, sections, z_symbols, y_symbols, mean_unit, index, core
+
+    def decode_latents(self, data: bytes):
+        """Entropy-decode ``data``: (header, sections, z symbols, y symbols, mean, scale index).
+
+        ``mean`` is the float64 mean in the gained domain (what ``q = round(y - mean)`` used).
+        """
+        self._local.timings = {}
+        header, sections, z_symbols, y_symbols, mean_unit, index, _ = self._decode(data)
+        mean = mean_unit.astype(np.float64) * self._gain(header.quality, decoder=False)
         return header, sections, z_symbols, y_symbols, mean, index
 
-    def decompress(self, data: bytes):
-        """Decode `.vaez` bytes to a PIL image of the original size and mode."""
+    def decompress(self, data: bytes, *, tile_size: int | None = None):
+        """Decode `.vaez` bytes to a PIL image of the original size and mode.
+
+        ``tile_size``: see the class docstring (``None``: the codec's setting).
+        """
         torch = self._torch
+        _check_tile_size(tile_size)
         self._local.timings = {}
-        header, sections, _, y_symbols, mean, _ = self.decode_latents(data)
+        header, sections, _, y_symbols, mean_unit, _, core = self._decode(data, tile_size)
         t = time.perf_counter()
-        y_hat = (np.clip(y_symbols, -(1 << 20), 1 << 20) + mean) * self._gain(header.quality, decoder=True)
-        y_hat = torch.from_numpy(y_hat.astype(np.float32))[None]
+        # y_hat = (q + mean) / gain, in row strips: the same float64 arithmetic per element
+        # as a whole-array expression, but no full-size float64 temporaries.
+        enc_gain = self._gain(header.quality, decoder=False)
+        dec_gain = self._gain(header.quality, decoder=True)
+        y_hat = np.empty(y_symbols.shape, dtype=np.float32)
+        for r0, r1 in tile_starts(y_symbols.shape[1], 16):
+            q = np.clip(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
+            y_hat[:, r0:r1] = (q + mean_unit[:, r0:r1].astype(np.float64) * enc_gain) * dec_gain
+        del y_symbols, mean_unit, q
+        height, width = header.height, header.width
+
+        def to_uint8(x):
+            # (1, 3, h, w) float in [0, 1] -> (h, w, 3) uint8
+            return x[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
         with torch.inference_mode():
-            x = self.net.synthesis(y_hat.to(self.device))
-            x = x[0, :, :header.height, :header.width].clamp(0, 1).mul(255).round().to(torch.uint8)
-            rgb = x.permute(1, 2, 0).cpu().numpy()
+            if not core:
+                x = self.net.synthesis(torch.from_numpy(y_hat)[None].to(self.device))
+                rgb = to_uint8(x[:, :, :height, :width])
+                del x
+            else:
+                rgb = np.empty((height, width, 3), dtype=np.uint8)
+
+                def read(rows, cols):
+                    tile = np.ascontiguousarray(y_hat[:, rows, cols])
+                    return torch.from_numpy(tile)[None].to(self.device)
+
+                for rows, cols, tile in iter_tiles(self._footprint("synthesis"), self.net.synthesis,
+                                                   y_hat.shape[1:], core, read):
+                    h = min(rows.stop, height) - rows.start
+                    w = min(cols.stop, width) - cols.start
+                    if h > 0 and w > 0:
+                        rgb[rows.start:rows.start + h, cols.start:cols.start + w] = to_uint8(
+                            tile[:, :, :h, :w])
+        del y_hat
         t = self._stage("synthesis", t)
         if header.mode in ("L", "LA"):
             pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
