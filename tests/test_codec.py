@@ -122,9 +122,11 @@ def test_symbol_checksum_catches_a_changed_stream(codec):
 
 @pytest.mark.parametrize("coder", ["constriction", "huffman"])
 def test_damaged_streams_are_detected(codec, coder):
-    """Flipped bits, cut or appended bytes in the latent streams: always a VaezError."""
+    """Flipped bits, cut or appended bytes in the latent streams: a VaezError, unless the
+    change only touched the range coder's slack bits (then the latents are exactly right)."""
     data = codec.compress(natural_image(32, 48, seed=4), quality=70, coder=coder)
     header, sections = formats.unpack(data)
+    original = codec.decode_latents(data)
     rng = np.random.default_rng(0)
     for trial in range(40):
         damaged = dict(sections)
@@ -138,8 +140,12 @@ def test_damaged_streams_are_detected(codec, coder):
         else:
             stream += bytes(rng.integers(0, 256, size=8, dtype=np.uint8))
         damaged[tag] = bytes(stream)
-        with pytest.raises(formats.VaezError):
-            codec.decompress(formats.pack(header, damaged))
+        try:
+            latents = codec.decode_latents(formats.pack(header, damaged))
+        except formats.VaezError:
+            continue
+        assert kind < 2, "cut or appended stream bytes must be refused"
+        assert np.array_equal(latents[2], original[2]) and np.array_equal(latents[3], original[3])
 
 
 def test_truncated_file_raises_vaez_error(codec):
