@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 LEVELS = 8
-LAMBDA_MIN = 0.0005     # weight of 255^2 * MSE against bits per pixel at the lowest level
+LAMBDA_MIN = 0.0002     # weight of 255^2 * MSE against bits per pixel at the lowest level
 LAMBDA_MAX = 0.12       # ... and at the highest level
 
 
