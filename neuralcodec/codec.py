@@ -254,7 +254,7 @@ class Codec:
         gain = self._gain(quality, decoder=False)
         hundredths = int(round(quality * 100))
         y_symbols = np.empty(y_shape, dtype=np.int64)
-        index = np.empty(y_shape, dtype=np.int64)
+        index = np.empty(y_shape, dtype=np.uint8)   # 64 scale indexes fit a byte
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
             index[:, rows, cols] = scale_index(coordinate, self.weights.gain_offsets, hundredths)
             y = y_unit[:, rows, cols].astype(np.float64) * gain
@@ -309,7 +309,7 @@ class Codec:
             z_symbols = backend.decode(sections["ZSYM"], z_index.ravel(), self.weights.z_tables).reshape(z_shape)
             t = self._stage("entropy", t)
             hundredths = int(round(header.quality * 100))
-            index = np.empty(y_shape, dtype=np.int64)
+            index = np.empty(y_shape, dtype=np.uint8)
             mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
             for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
                 index[:, rows, cols] = scale_index(coordinate, self.weights.gain_offsets, hundredths)

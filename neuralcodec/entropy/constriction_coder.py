@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import SymbolTable, join_escapes, pack_escapes, split_escapes, unpack_escapes
+from .tables import (EscapeCollector, SymbolSink, SymbolTable, group_by_table, group_slices,
+                     narrow_index, pack_escapes, unpack_escapes)
 
 NAME = "constriction"
 
@@ -37,47 +38,56 @@ def _model(table: SymbolTable):
     return model
 
 
-def _groups(table_index: np.ndarray):
-    order = np.argsort(table_index, kind="stable")
-    used, starts = np.unique(table_index[order], return_index=True)
-    bounds = np.append(starts, len(order))
-    return order, used, bounds
-
-
 def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]) -> bytes:
-    """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes."""
+    """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes.
+
+    ``table_index`` may have any integer dtype (uint8 saves memory); work is done in chunks.
+    """
     if _constriction is None:
         raise RuntimeError("constriction is not installed")
-    table_index = np.asarray(table_index, dtype=np.int64).ravel()
-    positions, escaped = split_escapes(symbols, table_index, tables)
+    symbols = np.asarray(symbols)
+    if symbols.dtype.kind not in "iu":
+        symbols = symbols.astype(np.int64)
+    symbols = symbols.ravel()
+    table_index = narrow_index(table_index, len(tables))
+    if len(symbols) != len(table_index):
+        raise ValueError("symbols and table_index differ in length")
+    order, bounds = group_by_table(table_index, len(tables))
+    collector = EscapeCollector(symbols)
     encoder = _constriction.stream.queue.RangeEncoder()
-    order, used, bounds = _groups(table_index)
-    for k, t in enumerate(used.tolist()):
-        chunk = positions[order[bounds[k]:bounds[k + 1]]].astype(np.int32)
-        encoder.encode(chunk, _model(tables[t]))
-    words = encoder.get_compressed().astype("<u4")
-    return pack_escapes(escaped) + words.tobytes()
+    for t, a, b, _ in group_slices(bounds):
+        positions = collector.positions(order[a:b], tables[t])
+        if tables[t].size:   # an escape-only table is certain: nothing to code
+            encoder.encode(positions.astype(np.int32), _model(tables[t]))
+    del order
+    words = encoder.get_compressed().astype("<u4", copy=False)
+    return pack_escapes(collector.escaped()) + words.tobytes()
 
 
 def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> np.ndarray:
     """Inverse of `encode`; ``table_index`` must be the one used to encode."""
     if _constriction is None:
         raise RuntimeError("constriction is not installed")
-    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    table_index = narrow_index(table_index, len(tables))
     escaped, pos = unpack_escapes(data, 0, limit=len(table_index))
-    body = data[pos:]
+    body = memoryview(data)[pos:]
     if len(body) % 4:
         raise ValueError("range-coded stream is not a whole number of 32-bit words")
     words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
     decoder = _constriction.stream.queue.RangeDecoder(words)
-    positions = np.empty(len(table_index), dtype=np.int64)
-    order, used, bounds = _groups(table_index)
+    del words
+    order, bounds = group_by_table(table_index, len(tables))
+    sink = SymbolSink(len(table_index))
     try:
-        for k, t in enumerate(used.tolist()):
-            n = int(bounds[k + 1] - bounds[k])
-            positions[order[bounds[k]:bounds[k + 1]]] = decoder.decode(_model(tables[t]), n)
+        for t, a, b, _ in group_slices(bounds):
+            if tables[t].size:
+                positions = decoder.decode(_model(tables[t]), b - a)
+            else:
+                positions = np.zeros(b - a, dtype=np.int32)   # all escapes
+            sink.put(order[a:b], positions, tables[t])
     except (AssertionError, RuntimeError, ValueError) as exc:  # constriction asserts on bad data
         raise ValueError(f"range-coded stream is invalid ({exc})") from None
     if not decoder.maybe_exhausted():
         raise ValueError("range-coded stream has trailing data")
-    return join_escapes(positions, escaped, table_index, tables)
+    del order
+    return sink.finish(escaped)

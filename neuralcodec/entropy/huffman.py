@@ -37,8 +37,8 @@ from itertools import accumulate
 
 import numpy as np
 
-from .tables import (PRECISION, TOTAL, SymbolTable, join_escapes, pack_escapes,
-                     split_escapes, unpack_escapes)
+from .tables import (PRECISION, TOTAL, EscapeCollector, SymbolSink, SymbolTable,
+                     CHUNK, group_by_table, group_slices, narrow_index, pack_escapes, unpack_escapes)
 
 NAME = "huffman"
 
@@ -48,6 +48,7 @@ _LADDER_TOKENS = 4096    # alphabet size up to which every ladder run limit is t
 _ONE = 1 << 36           # fixed-point 1.0 for powers of p(mode)
 _CACHE_LIMIT = 4096
 _MAX_WINDOW = 1 << 19   # bit positions decoded per step: bounds decoder memory
+_PACK_TOKENS = 1 << 16  # code words turned into bits per step: bounds encoder memory
 
 
 def available() -> bool:
@@ -226,10 +227,17 @@ def _build_code(freqs: np.ndarray) -> _Code:
 # encoding
 
 
-def _tokenize(positions: np.ndarray, code: _Code) -> np.ndarray:
-    """Token ids for one table's positions, in order."""
+def _tokenize(positions: np.ndarray, code: _Code, lead: int = 0,
+              final: bool = True) -> tuple[np.ndarray, int]:
+    """Token ids for a piece of one table's positions, in order; returns ``(tokens, carry)``.
+
+    ``lead`` (< R) mode symbols carried over from the previous piece come first. With
+    ``final`` the trailing mode symbols end with one cut-short run token and ``carry`` is 0;
+    otherwise only whole runs are emitted and the rest (< R) is returned as ``carry``. Any
+    cut of a segment into pieces gives the same tokens as the whole segment.
+    """
     if code.max_len == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), 0
     run, mode = code.run, code.mode
     n_other = (len(code.lengths) - 1) // run
     run_token = len(code.lengths) - 1
@@ -237,54 +245,82 @@ def _tokenize(positions: np.ndarray, code: _Code) -> np.ndarray:
     vals = positions[hits]
     other_rank = vals - (vals > mode)
     gaps = np.diff(hits, prepend=-1) - 1          # mode symbols before each non-mode one
+    if len(gaps):
+        gaps[0] += lead
     full, partial = np.divmod(gaps, run)
     tail = len(positions) - 1 - (int(hits[-1]) if len(hits) else -1)
-    n_tail = -(-tail // run)
+    if not len(hits):
+        tail += lead
+    if final:
+        n_tail, carry = -(-tail // run), 0
+    else:
+        n_tail, carry = divmod(tail, run)
     per_hit = full + 1
     ends = np.cumsum(per_hit)
     tokens = np.full(int(ends[-1]) + n_tail if len(ends) else n_tail, run_token, dtype=np.int64)
     tokens[ends - 1] = partial * n_other + other_rank
-    return tokens
+    return tokens, carry
+
+
+class _BitWriter:
+    """Code words appended MSB first, packed to bytes a bounded number of tokens at a time."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._pending = np.zeros(0, dtype=np.uint8)   # < 8 bits not yet packed
+
+    def write(self, words: np.ndarray, lengths: np.ndarray) -> None:
+        for a in range(0, len(words), _PACK_TOKENS):
+            w, n = words[a:a + _PACK_TOKENS], lengths[a:a + _PACK_TOKENS]
+            ends = np.cumsum(n)
+            total = int(ends[-1])
+            if not total:
+                continue
+            rep_shift = np.repeat(ends - 1, n)
+            rep_shift -= np.arange(total)
+            bits = ((np.repeat(w, n) >> rep_shift) & 1).astype(np.uint8)
+            del rep_shift
+            if len(self._pending):
+                bits = np.concatenate((self._pending, bits))
+            whole = len(bits) & ~7
+            self._parts.append(np.packbits(bits[:whole]).tobytes())
+            self._pending = bits[whole:].copy()
+
+    def getvalue(self) -> bytes:
+        if len(self._pending):   # zero padded to a whole byte
+            self._parts.append(np.packbits(self._pending).tobytes())
+            self._pending = self._pending[:0]
+        return b"".join(self._parts)
 
 
 def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]) -> bytes:
-    """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes."""
-    symbols = np.asarray(symbols, dtype=np.int64).ravel()
-    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes.
+
+    ``table_index`` may have any integer dtype (uint8 saves memory); work is done in chunks.
+    """
+    symbols = np.asarray(symbols)
+    if symbols.dtype.kind not in "iu":
+        symbols = symbols.astype(np.int64)
+    symbols = symbols.ravel()
+    table_index = narrow_index(table_index, len(tables))
     if len(symbols) != len(table_index):
         raise ValueError("symbols and table_index differ in length")
-    _check_index(table_index, tables)
-    positions, escaped = split_escapes(symbols, table_index, tables)
-    order = np.argsort(table_index, kind="stable")
-    used, starts = np.unique(table_index[order], return_index=True)
-    bounds = np.append(starts, len(order))
-    all_codes, all_lengths = [], []
-    for k, t in enumerate(used.tolist()):
+    order, bounds = group_by_table(table_index, len(tables))
+    collector = EscapeCollector(symbols)
+    writer = _BitWriter()
+    carry = 0
+    for t, a, b, last in group_slices(bounds):
         code = _table_code(tables[t])
-        tokens = _tokenize(positions[order[bounds[k]:bounds[k + 1]]], code)
-        all_codes.append(code.codes[tokens])
-        all_lengths.append(code.lengths[tokens])
-    payload = b""
-    if all_codes:
-        words = np.concatenate(all_codes)
-        lengths = np.concatenate(all_lengths)
-        total = int(lengths.sum())
-        if total:
-            starts_bits = np.cumsum(lengths) - lengths
-            rep_words = np.repeat(words, lengths)
-            rep_shift = np.repeat(starts_bits + lengths - 1, lengths) - np.arange(total)
-            bits = ((rep_words >> rep_shift) & 1).astype(np.uint8)
-            payload = np.packbits(bits).tobytes()
-    return pack_escapes(escaped) + payload
+        positions = collector.positions(order[a:b], tables[t])
+        tokens, carry = _tokenize(positions, code, carry, last)
+        if len(tokens):
+            writer.write(code.codes[tokens], code.lengths[tokens])
+    del order
+    return pack_escapes(collector.escaped()) + writer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------
 # decoding
-
-
-def _check_index(table_index: np.ndarray, tables: list[SymbolTable]) -> None:
-    if len(table_index) and (int(table_index.min()) < 0 or int(table_index.max()) >= len(tables)):
-        raise ValueError("table index out of range")
 
 
 def _chain(nxt: np.ndarray, end: int, enough) -> np.ndarray:
@@ -303,10 +339,15 @@ def _chain(nxt: np.ndarray, end: int, enough) -> np.ndarray:
     return reach[:stop]
 
 
-def _decode_segment(wide: np.ndarray, total_bits: int, start: int, count: int,
+def _decode_segment(padded: np.ndarray, total_bits: int, start: int, count: int,
                     code: _Code) -> tuple[np.ndarray, int]:
-    """Decode ``count`` positions of one table from bit ``start``; returns them and the end."""
-    out = np.full(count, code.mode, dtype=np.int64)
+    """Decode ``count`` positions of one table from bit ``start``; returns them and the end.
+
+    ``padded`` is the bit string's bytes followed by 8 zero bytes. The positions come back in
+    the narrowest of int16 / int32 that holds them.
+    """
+    out = np.full(count, code.mode,
+                  dtype=np.int16 if int(code.value.max()) < 1 << 15 else np.int32)
     if code.max_len == 0 or count == 0:
         return out, start
     max_len = code.max_len
@@ -316,7 +357,14 @@ def _decode_segment(wide: np.ndarray, total_bits: int, start: int, count: int,
         if pos >= total_bits:
             raise ValueError("coded stream truncated")
         width = min(window, total_bits - pos)
-        at = np.arange(pos, pos + width, dtype=np.int64)
+        first_byte = pos >> 3
+        nbytes = ((pos + width - 1) >> 3) - first_byte + 1
+        wide = np.zeros(nbytes, dtype=np.uint64)   # 64 bits starting at each byte
+        for k in range(8):
+            part = padded[first_byte + k:first_byte + k + nbytes].astype(np.uint64)
+            part <<= np.uint64(56 - 8 * k)
+            wide |= part
+        at = np.arange(pos - 8 * first_byte, pos - 8 * first_byte + width, dtype=np.int64)
         peek = (wide[at >> 3] << (at & 7).astype(np.uint64)) >> np.uint64(64 - max_len)
         peek = peek.astype(np.int64)
         level = np.searchsorted(code.upper, peek, side="right")
@@ -354,29 +402,27 @@ def _decode_segment(wide: np.ndarray, total_bits: int, start: int, count: int,
 def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> np.ndarray:
     """Inverse of `encode`; ``table_index`` must be the one used to encode."""
     data = bytes(data)
-    table_index = np.asarray(table_index, dtype=np.int64).ravel()
-    _check_index(table_index, tables)
+    table_index = narrow_index(table_index, len(tables))
     try:
         escaped, pos = unpack_escapes(data, 0, limit=len(table_index))
     except OverflowError as error:  # a 10-byte varint can exceed int64
         raise ValueError("escaped value out of range") from error
     payload = np.frombuffer(data, dtype=np.uint8, offset=pos)
     total_bits = 8 * len(payload)
-    padded = np.concatenate((payload, np.zeros(8, dtype=np.uint8))).astype(np.uint64)
-    wide = np.zeros(len(payload) + 1, dtype=np.uint64)   # 64 bits starting at each byte
-    for k in range(8):
-        wide |= padded[k:k + len(wide)] << np.uint64(56 - 8 * k)
-    positions = np.empty(len(table_index), dtype=np.int64)
-    order = np.argsort(table_index, kind="stable")
-    used, starts = np.unique(table_index[order], return_index=True)
-    bounds = np.append(starts, len(order))
+    padded = np.concatenate((payload, np.zeros(8, dtype=np.uint8)))
+    order, bounds = group_by_table(table_index, len(tables))
+    sink = SymbolSink(len(table_index))
     bit = 0
-    for k, t in enumerate(used.tolist()):
-        n = int(bounds[k + 1] - bounds[k])
-        values, bit = _decode_segment(wide, total_bits, bit, n, _table_code(tables[t]))
-        positions[order[bounds[k]:bounds[k + 1]]] = values
+    for t in np.flatnonzero(np.diff(bounds)).tolist():
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        values, bit = _decode_segment(padded, total_bits, bit, hi - lo, _table_code(tables[t]))
+        for a in range(lo, hi, CHUNK):
+            b = min(a + CHUNK, hi)
+            sink.put(order[a:b], values[a - lo:b - lo], tables[t])
+        del values
+    del order
     if (bit + 7) // 8 != len(payload):
         raise ValueError("coded stream has trailing bytes")
     if bit % 8 and int(payload[-1]) & ((1 << (8 - bit % 8)) - 1):
         raise ValueError("nonzero padding bits at the end of the coded stream")
-    return join_escapes(positions, escaped, table_index, tables)
+    return sink.finish(escaped)

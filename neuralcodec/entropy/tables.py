@@ -63,6 +63,116 @@ def scale_table(count: int = 64, low: float = 0.11, high: float = 256.0) -> np.n
     return np.exp(np.linspace(math.log(low), math.log(high), count))
 
 
+CHUNK = 1 << 18  # symbols per step of the coders' loops: bounds their temporaries
+
+
+def narrow_index(table_index: np.ndarray, count: int) -> np.ndarray:
+    """``table_index`` flattened, in the narrowest unsigned dtype that holds ``0..count-1``.
+
+    Any integer dtype is accepted; an array already that narrow is used as is (no copy when
+    contiguous). Raises `ValueError` when an index is outside ``0..count-1``.
+    """
+    index = np.asarray(table_index)
+    if index.dtype.kind not in "iu":
+        index = index.astype(np.int64)
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= count):
+        raise ValueError("table index out of range")
+    target = np.uint8 if count <= 1 << 8 else np.uint16 if count <= 1 << 16 else np.intp
+    if index.dtype != target:
+        index = index.astype(target, order="C")
+    return index.ravel()
+
+
+def group_by_table(index: np.ndarray, count: int):
+    """Symbol positions grouped by table, each group in increasing order (the stream order).
+
+    ``index`` comes from `narrow_index`. Returns ``(order, bounds)``: table ``t``'s symbols are
+    ``order[bounds[t]:bounds[t + 1]]``. A chunked counting sort: ``order`` (int32 when it fits)
+    is the only full-size array it allocates.
+    """
+    n = len(index)
+    counts = np.zeros(count, dtype=np.int64)
+    for a in range(0, n, CHUNK):
+        counts += np.bincount(index[a:a + CHUNK], minlength=count)
+    bounds = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    order = np.empty(n, dtype=np.int32 if n < 1 << 31 else np.intp)
+    fill = bounds[:-1].copy()
+    for a in range(0, n, CHUNK):
+        chunk = index[a:a + CHUNK]
+        local = np.argsort(chunk, kind="stable")   # radix sort for uint8 / uint16 keys
+        local += a
+        chunk_counts = np.bincount(chunk, minlength=count)
+        done = 0
+        for t in np.flatnonzero(chunk_counts).tolist():
+            k, f = int(chunk_counts[t]), int(fill[t])
+            order[f:f + k] = local[done:done + k]
+            fill[t] += k
+            done += k
+    return order, bounds
+
+
+def group_slices(bounds: np.ndarray):
+    """``(table, start, stop, last)`` over the tables in use, each group cut into `CHUNK` pieces;
+    ``last`` marks a group's final piece."""
+    for t in np.flatnonzero(np.diff(bounds)).tolist():
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        for a in range(lo, hi, CHUNK):
+            b = min(a + CHUNK, hi)
+            yield t, a, b, b == hi
+
+
+class EscapeCollector:
+    """Table positions for the encoder and escaped values gathered back into symbol order."""
+
+    def __init__(self, symbols: np.ndarray):
+        self.symbols = symbols
+        self._where: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+
+    def positions(self, where: np.ndarray, table: SymbolTable) -> np.ndarray:
+        """Positions (int64) of ``symbols[where]`` in ``table``; escapes get ``table.size``."""
+        values = self.symbols[where].astype(np.int64, copy=False)
+        positions = values - table.offset
+        outside = (positions < 0) | (positions >= table.size)
+        if outside.any():
+            self._where.append(where[outside])
+            self._values.append(values[outside])
+            positions[outside] = table.size
+        return positions
+
+    def escaped(self) -> np.ndarray:
+        """The escaped values in symbol order."""
+        if not self._where:
+            return np.zeros(0, dtype=np.int64)
+        where = np.concatenate(self._where)
+        return np.concatenate(self._values)[np.argsort(where, kind="stable")]
+
+
+class SymbolSink:
+    """Decoder side: writes table positions back as symbol values, escapes filled in last."""
+
+    def __init__(self, n: int):
+        self.symbols = np.empty(n, dtype=np.int64)
+        self._escapes: list[np.ndarray] = []
+
+    def put(self, where: np.ndarray, positions: np.ndarray, table: SymbolTable) -> None:
+        positions = positions.astype(np.int64)
+        escape = positions == table.size
+        if escape.any():
+            self._escapes.append(where[escape])
+        positions += table.offset
+        self.symbols[where] = positions
+
+    def finish(self, escaped: np.ndarray) -> np.ndarray:
+        where = (np.sort(np.concatenate(self._escapes)) if self._escapes
+                 else np.zeros(0, dtype=np.intp))
+        if len(where) != len(escaped):
+            raise ValueError("escape count does not match the coded stream")
+        self.symbols[where] = escaped
+        return self.symbols
+
+
 def split_escapes(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]):
     """Map symbol values to table positions ``0..size`` (``size`` = escape).
 
