@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     run_start = time.time()
     last_save = step
     window = []
-    skipped = 0
+    skipped = skipped_in_a_row = 0
     while step < args.steps:
         if args.minutes and time.time() - run_start > args.minutes * 60:
             break
@@ -227,20 +227,23 @@ def main(argv=None) -> int:
         tic = time.time()
         out = net(x, level)
         opt.zero_grad(set_to_none=True)
-        if skipped > 100:
-            log({"step": step, "event": "stopping: 100 non-finite steps"})
+        if skipped_in_a_row > 100:
+            log({"step": step, "event": "stopping: 100 non-finite steps in a row"})
             return 1
         if not torch.isfinite(out["loss"]):
             skipped += 1
+            skipped_in_a_row += 1
             log({"step": step, "event": "skipped non-finite loss", "skipped": skipped})
             continue
         out["loss"].backward()
         norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         if not torch.isfinite(norm):
             skipped += 1
+            skipped_in_a_row += 1
             log({"step": step, "event": "skipped non-finite gradient", "skipped": skipped})
             continue
         opt.step()
+        skipped_in_a_row = 0
         elapsed += time.time() - tic
         step += 1
         window.append((out["loss"].item(), out["bpp"].mean().item(),
