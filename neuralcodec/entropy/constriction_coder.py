@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import (EscapeCollector, SymbolSink, SymbolTable, group_by_table, group_slices,
-                     narrow_index, pack_escapes, unpack_escapes)
+from .tables import (SymbolSink, SymbolTable, group_by_table, group_slices,
+                     narrow_index, pack_escapes, prepare_encode, unpack_escapes)
 
 NAME = "constriction"
 
@@ -45,15 +45,7 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
     """
     if _constriction is None:
         raise RuntimeError("constriction is not installed")
-    symbols = np.asarray(symbols)
-    if symbols.dtype.kind not in "iu":
-        symbols = symbols.astype(np.int64)
-    symbols = symbols.ravel()
-    table_index = narrow_index(table_index, len(tables))
-    if len(symbols) != len(table_index):
-        raise ValueError("symbols and table_index differ in length")
-    order, bounds = group_by_table(table_index, len(tables))
-    collector = EscapeCollector(symbols)
+    order, bounds, collector = prepare_encode(symbols, table_index, len(tables))
     encoder = _constriction.stream.queue.RangeEncoder()
     for t, a, b, _ in group_slices(bounds):
         positions = collector.positions(order[a:b], tables[t])

@@ -37,8 +37,9 @@ from itertools import accumulate
 
 import numpy as np
 
-from .tables import (PRECISION, TOTAL, EscapeCollector, SymbolSink, SymbolTable,
-                     CHUNK, group_by_table, group_slices, narrow_index, pack_escapes, unpack_escapes)
+from .tables import (CHUNK, PRECISION, TOTAL, SymbolSink, SymbolTable,
+                     group_by_table, group_slices, narrow_index, pack_escapes, prepare_encode,
+                     unpack_escapes)
 
 NAME = "huffman"
 
@@ -298,15 +299,7 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
 
     ``table_index`` may have any integer dtype (uint8 saves memory); work is done in chunks.
     """
-    symbols = np.asarray(symbols)
-    if symbols.dtype.kind not in "iu":
-        symbols = symbols.astype(np.int64)
-    symbols = symbols.ravel()
-    table_index = narrow_index(table_index, len(tables))
-    if len(symbols) != len(table_index):
-        raise ValueError("symbols and table_index differ in length")
-    order, bounds = group_by_table(table_index, len(tables))
-    collector = EscapeCollector(symbols)
+    order, bounds, collector = prepare_encode(symbols, table_index, len(tables))
     writer = _BitWriter()
     carry = 0
     for t, a, b, last in group_slices(bounds):

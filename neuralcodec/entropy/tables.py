@@ -240,3 +240,17 @@ def unpack_escapes(data: bytes, pos: int = 0, limit: int | None = None):
                 break
         values.append((u >> 1) if not u & 1 else -((u + 1) >> 1))
     return np.array(values, dtype=np.int64), pos
+
+
+def prepare_encode(symbols: np.ndarray, table_index: np.ndarray, table_count: int):
+    """What every coder's ``encode`` starts with: checked inputs, symbols grouped by table,
+    and an `EscapeCollector`. Returns ``(order, bounds, collector)``."""
+    symbols = np.asarray(symbols)
+    if symbols.dtype.kind not in "iu":
+        symbols = symbols.astype(np.int64)
+    symbols = symbols.ravel()
+    table_index = narrow_index(table_index, table_count)
+    if len(symbols) != len(table_index):
+        raise ValueError("symbols and table_index differ in length")
+    order, bounds = group_by_table(table_index, table_count)
+    return order, bounds, EscapeCollector(symbols)
