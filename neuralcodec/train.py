@@ -24,9 +24,8 @@ import torch
 from PIL import Image
 
 from .model import ModelConfig, VaezNetwork
-from .model.hyperprior import scale_from_coordinate
 from .model.network import gaussian_bin_probability
-from .model.quality import LEVELS, lambda_at
+from .model.quality import LEVELS
 from .model.transforms import init_from_klt
 from .model.network import init_entropy_model
 
