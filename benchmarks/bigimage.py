@@ -37,9 +37,8 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageOps
 
-from benchmarks.common import set_threads, start_command
+from benchmarks.common import finish_report, set_threads, start_command
 from benchmarks.metrics import psnr
-from benchmarks.rd import _json_safe, environment
 from benchmarks.speed import synthetic_image
 
 __all__ = ["measure_peak", "seam_errors", "compare_tiling", "report", "main"]
@@ -296,12 +295,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         results["big"] = measure_peak(big, args.quality, args.threads, args.coder)
         results["big"]["image"] = label
         del big
-    results["environment"] = environment()
-    print(report(results).split("\n", 2)[2], end="")
-    if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(results), indent=1) + "\n")
-        print(f"\nWrote {args.json}")
-    return 0
+    return finish_report(results, report, args.json)
 
 
 if __name__ == "__main__":

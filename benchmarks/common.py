@@ -34,3 +34,19 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def finish_report(results: dict, report, json_path) -> int:
+    """Every report's tail: add the environment, print the report without its command line
+    (already printed by `start_command`), optionally write the JSON. Returns exit status 0."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.rd import _json_safe, environment
+
+    results["environment"] = environment()
+    print(report(results).split("\n", 2)[2], end="")
+    if json_path:
+        Path(json_path).write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+        print(f"\nWrote {json_path}")
+    return 0

@@ -36,9 +36,9 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from benchmarks.common import set_threads, start_command
+from benchmarks.common import finish_report, set_threads, start_command
 from benchmarks.metrics import psnr
-from benchmarks.rd import (BASELINES, CodecUnavailable, _describe, _json_safe, environment,
+from benchmarks.rd import (BASELINES, CodecUnavailable, _describe,
                            pillow_decode, pillow_encoder)
 
 __all__ = ["synthetic_image", "time_ours", "time_pillow", "cold_start", "report", "main"]
@@ -330,12 +330,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         results["cold"] = cold_start(image, args.quality, args.coder, args.threads, args.cold_runs)
     if not args.no_pillow:
         results["pillow"] = time_pillow(image, args.repeat, threads=args.threads)
-    results["environment"] = environment()
-    print(report(results).split("\n", 2)[2], end="")
-    if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(results), indent=1) + "\n")
-        print(f"\nWrote {args.json}")
-    return 0
+    return finish_report(results, report, args.json)
 
 
 if __name__ == "__main__":
