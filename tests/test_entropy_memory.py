@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from latentgen import mixture_index
 import pytest
 
 from neuralcodec.entropy import constriction_coder, huffman
@@ -36,12 +37,7 @@ def _gaussian_case(seed, n):
     """Mostly low scales like real latents, a few escapes far outside the tables."""
     rng = np.random.default_rng(seed)
     parts = [(0.6, 0.11, 0.3), (0.3, 0.3, 2.0), (0.1, 2.0, 256.0)]
-    shares = np.array([p[0] for p in parts])
-    which = rng.choice(len(parts), size=n, p=shares / shares.sum())
-    index = np.empty(n, dtype=np.int64)
-    for k, (_, low, high) in enumerate(parts):
-        allowed = np.flatnonzero((SCALES >= low * 0.999) & (SCALES <= high * 1.001))
-        index[which == k] = rng.choice(allowed, size=int((which == k).sum()))
+    index = mixture_index(n, parts, rng, SCALES)
     symbols = np.round(rng.standard_normal(n) * SCALES[index] * 1.3).astype(np.int64)
     far = rng.random(n) < 0.001
     symbols[far] = rng.integers(-(1 << 40), 1 << 40, int(far.sum()))

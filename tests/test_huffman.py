@@ -6,6 +6,7 @@ import heapq
 import time
 
 import numpy as np
+from latentgen import mixture_index
 import pytest
 
 from neuralcodec.entropy import constriction_coder, huffman
@@ -43,12 +44,7 @@ def _sample(tables, index, rng):
 
 def _mixture(n, parts, rng):
     """Rounded Gaussian latents; ``parts`` = [(share, lowest scale, highest scale)]."""
-    shares = np.array([p[0] for p in parts])
-    which = rng.choice(len(parts), size=n, p=shares / shares.sum())
-    index = np.empty(n, dtype=np.int64)
-    for k, (_, low, high) in enumerate(parts):
-        allowed = np.flatnonzero((SCALES >= low * 0.999) & (SCALES <= high * 1.001))
-        index[which == k] = rng.choice(allowed, size=int((which == k).sum()))
+    index = mixture_index(n, parts, rng, SCALES)
     symbols = np.round(rng.standard_normal(n) * SCALES[index]).astype(np.int64)
     return symbols, index
 
