@@ -27,7 +27,7 @@ class TargetWarning(UserWarning):
 
 
 def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
-             target_bpp=None, target_psnr=None, strip: bool = False) -> bytes:
+             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = 0) -> bytes:
     """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits).
 
     At most one target replaces ``quality``: ``target_size`` (bytes, or a string such as
@@ -35,7 +35,8 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
     the quality range allows; ValueError if even quality 1 is larger), ``target_bpp`` (the same
     as a size), ``target_psnr`` (dB: the lowest quality that reaches it; a ``TargetWarning``
     and the quality 100 file when it cannot be reached). ``strip`` drops the ICC profile and
-    EXIF, which are otherwise kept.
+    EXIF, which are otherwise kept. ``effort`` 0..3: higher encodes slower and makes smaller
+    files at the same quality (the decoder is unaffected; see ``neuralcodec.refine``).
     """
     if target_size is None and target_bpp is None and target_psnr is None:
         from .codec import default_codec
@@ -44,16 +45,18 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
             from .rate_control import prepare
 
             image = prepare(image, strip=True)[0]
-        return default_codec().compress(image, quality=quality, coder=coder)
+        return default_codec().compress(image, quality=quality, coder=coder, effort=effort)
     result = compress_to_target(image, quality=quality, coder=coder, target_size=target_size,
-                                target_bpp=target_bpp, target_psnr=target_psnr, strip=strip)
+                                target_bpp=target_bpp, target_psnr=target_psnr, strip=strip,
+                                effort=effort)
     if not result.met:
         warnings.warn(result.note, TargetWarning, stacklevel=2)
     return result.data
 
 
 def compress_to_target(image, quality: float = 75, coder: str = "auto", target_size=None,
-                       target_bpp=None, target_psnr=None, strip: bool = False, codec=None):
+                       target_bpp=None, target_psnr=None, strip: bool = False, codec=None,
+                       effort: int = 0):
     """Like ``compress``, but returns an ``Encoded`` record: ``data`` (the bytes), ``quality``,
     ``size``, ``bpp``, ``psnr``, whether the target was ``met``, the number of ``encodes`` and
     a ``note`` when the result is not as close to the target as asked. ``codec`` defaults to
@@ -66,7 +69,7 @@ def compress_to_target(image, quality: float = 75, coder: str = "auto", target_s
         codec = default_codec()
     return rate_control.encode(codec, image, quality=quality, coder=coder,
                                target_size=target_size, target_bpp=target_bpp,
-                               target_psnr=target_psnr, strip=strip)
+                               target_psnr=target_psnr, strip=strip, effort=effort)
 
 
 def decompress(data: bytes):

@@ -220,11 +220,17 @@ class Codec:
 
     # -- encoding -------------------------------------------------------------------------
     def compress(self, image, quality: float = 75, coder: str = "auto", *,
-                 tile_size: int | None = None) -> bytes:
+                 tile_size: int | None = None, effort: int = 0) -> bytes:
         """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes.
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
+        ``effort``: 0 (fastest) to 3; above 0 the encoder spends `refine.ITERATIONS` passes
+        through the synthesis choosing cheaper symbols (see `neuralcodec.refine`). Files stay
+        decodable by any vaez decoder of the same model; decoding speed is the same.
         """
+        from .refine import check_effort
+
+        effort = check_effort(effort)
         torch = self._torch
         quality = float(quality)
         if not 1.0 <= quality <= 100.0:
@@ -240,6 +246,7 @@ class Codec:
         y_shape, z_shape = _latent_shapes(width, height, self.weights.config)
         core = self._tile_core(y_shape, tile_size)
         rgb = loaded.pixels if loaded.pixels.ndim == 3 else np.repeat(loaded.pixels[:, :, None], 3, 2)
+        source = rgb if effort else None
         pad_h, pad_w = y_shape[1] * BLOCK - height, y_shape[2] * BLOCK - width
         if pad_h or pad_w:   # edge replication (uint8 here: the same values as after conversion)
             rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -255,12 +262,19 @@ class Codec:
         hundredths = int(round(quality * 100))
         y_symbols = np.empty(y_shape, dtype=np.int64)
         index = np.empty(y_shape, dtype=np.uint8)   # 64 scale indexes fit a byte
+        mean = np.empty(y_shape, dtype=np.float32) if effort else None
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
             index[:, rows, cols] = scale_index(coordinate, self.weights.gain_offsets, hundredths)
             y = y_unit[:, rows, cols].astype(np.float64) * gain
             y_symbols[:, rows, cols] = np.round(y - mean_unit * gain)
+            if effort:
+                mean[:, rows, cols] = mean_unit * gain
         del y_unit, y
         t = self._stage("hyper", t)
+        if effort:
+            y_symbols = self._refine(source, y_symbols, mean, index, quality, effort)
+            del mean, source
+            t = self._stage("refine", t)
         z_index = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
         z_stream = backend.encode(z_symbols.ravel(), z_index.ravel(), self.weights.z_tables)
         y_stream = backend.encode(y_symbols.ravel(), index.ravel(), self.weights.y_tables)
@@ -280,6 +294,21 @@ class Codec:
         data = formats.pack(header, sections)
         self._stage("container", t)
         return data
+
+    def _refine(self, pixels, y_symbols, mean, index, quality, effort):
+        """Symbols chosen for rate + distortion at ``effort`` (see `neuralcodec.refine`)."""
+        from . import refine
+        from .model.quality import lambda_at, level_from_quality
+
+        torch = self._torch
+        energy = getattr(self, "_impulse_energy", None)
+        if energy is None:
+            energy = self._impulse_energy = refine.impulse_energy(
+                self.net.synthesis, y_symbols.shape[0], self.device)
+        lam = float(lambda_at(torch.tensor(level_from_quality(quality), dtype=torch.float64)))
+        return refine.refine(self.net.synthesis, pixels, y_symbols, mean, index,
+                             self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
+                             energy, device=self.device)
 
     def _hyper_core(self, core: int) -> int:
         """z positions per hyper-synthesis tile side for a transform tile of ``core`` pixels."""

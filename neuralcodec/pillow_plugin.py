@@ -110,7 +110,8 @@ class VaezImageFile(ImageFile.ImageFile):
 def _save(im: Image.Image, fp, filename) -> None:
     """Pillow save handler. Parameters: ``quality`` (1..100, default 75), ``coder``,
     ``target_size`` / ``target_bpp`` / ``target_psnr`` (see ``neuralcodec.compress``),
-    ``strip`` (drop ICC and EXIF), ``icc_profile`` and ``exif`` (replace the image's own)."""
+    ``strip`` (drop ICC and EXIF), ``effort`` (0..3, encoder speed for size),
+    ``icc_profile`` and ``exif`` (replace the image's own)."""
     from . import compress
 
     params = im.encoderinfo
@@ -129,7 +130,8 @@ def _save(im: Image.Image, fp, filename) -> None:
                     source.info.pop(key, None)
     data = compress(source, quality=params.get("quality", 75), coder=params.get("coder", "auto"),
                     target_size=params.get("target_size"), target_bpp=params.get("target_bpp"),
-                    target_psnr=params.get("target_psnr"), strip=bool(params.get("strip", False)))
+                    target_psnr=params.get("target_psnr"), strip=bool(params.get("strip", False)),
+                    effort=params.get("effort", 0))
     fp.write(data)
 
 

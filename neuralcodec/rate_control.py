@@ -129,7 +129,7 @@ def _check_number(name: str, value, positive: bool = True) -> float:
 
 def encode(codec, image, quality: float = 75, coder: str = "auto", target_size=None,
            target_bpp=None, target_psnr=None, strip: bool = False,
-           max_encodes: int = MAX_ENCODES) -> Encoded:
+           max_encodes: int = MAX_ENCODES, effort: int = 0) -> Encoded:
     """Compress ``image`` with ``codec`` at ``quality`` or, if one target is given, at the
     quality that meets it (``quality`` is then ignored). See the module docstring."""
     given = {k: v for k, v in (("target_size", target_size), ("target_bpp", target_bpp),
@@ -153,7 +153,7 @@ def encode(codec, image, quality: float = 75, coder: str = "auto", target_size=N
     def measure(centi: int, with_psnr: bool = False) -> _Point:
         nonlocal count
         count += 1
-        point = _Point(centi, codec.compress(source, quality=centi / 100, coder=coder))
+        point = _Point(centi, codec.compress(source, quality=centi / 100, coder=coder, effort=effort))
         if with_psnr:
             point.psnr = psnr(reference, codec.decompress(point.data))
         return point

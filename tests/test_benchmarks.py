@@ -241,6 +241,110 @@ def test_ours_is_measured_with_stage_timings():
     assert {"entropy", "hyper", "synthesis", "other"} <= set(timed["decode_stages"])
     assert timed["stage_source"] == "neuralcodec.codec.default_codec().timings"
     assert timed["bpp"] > 0 and timed["psnr"] > 10
+    apart = timed["decode_measured_apart"]
+    assert set(apart) == {"container parse", "PNG write"} and all(v > 0 for v in apart.values())
+
+    rows = speed.stage_throughput(timed, speed.count_macs(96, 72), peak_gflops=70)
+    assert [(r["direction"], r["stage"]) for r in rows] == [
+        ("encode", "analysis"), ("encode", "hyper"), ("encode", "total"),
+        ("decode", "hyper"), ("decode", "synthesis"), ("decode", "total")]
+    assert all(r["macs"] > 0 and r["gmac_s"] > 0 for r in rows)
+    assert rows[-1]["share_of_reference"] == pytest.approx(rows[-1]["gmac_s"] / 35)
+
+
+# -- speed.py: arithmetic, cold CLI, report -----------------------------------------------------
+
+def test_count_macs_matches_the_architecture_and_scales_with_pixels():
+    from benchmarks import speed
+    from neuralcodec.model import ModelConfig, VaezNetwork
+
+    net = VaezNetwork(ModelConfig())        # untrained: MACs depend on shapes only
+    small, large = speed.count_macs(64, 64, net), speed.count_macs(128, 64, net)
+    assert all(isinstance(n, int) and n > 0 for n in small["macs"].values())
+    assert all(large["macs"][k] == 2 * small["macs"][k] for k in speed.MAC_PARTS)
+    assert large["per_pixel"] == small["per_pixel"]
+    # closed forms for the default config (M=192, hidden 128, Cz=96): MACs per output
+    # position times output positions per pixel (y at 1/64, the hyper grids at 1/256, 1/1024)
+    block = (192 * 128 * 9 + 128 * 192) / 64
+    assert small["per_pixel"] == {
+        "analysis": 3 * 16 * 16 * 192 / 64 + 2 * block,
+        "hyper_analysis": 128 * 192 * 9 / 64 + 128 * 128 * 25 / 256 + 96 * 128 * 25 / 1024,
+        "hyper_synthesis": (128 * 96 * 9 + 384 * 128 * 9) / 1024 + 256 * 96 * 9 / 256 + 384 * 64 / 64,
+        "synthesis": 3 * block + 192 * 192 * 9 / 64}
+    padded = speed.count_macs(50, 40, net)            # padded to 64x64: same work, fewer pixels
+    assert padded["macs"] == small["macs"] and (padded["padded_width"], padded["padded_height"]) == (64, 64)
+    assert padded["per_pixel"]["synthesis"] == pytest.approx(small["per_pixel"]["synthesis"] * 4096 / 2000)
+    assert not any(m._forward_hooks for m in net.modules())      # hooks removed
+
+
+def test_cli_runner_keeps_the_exit_status_and_sees_torch(tmp_path):
+    from benchmarks import speed
+
+    (tmp_path / "cli.py").write_text(
+        "import sys\n"
+        "def main():\n"
+        "    if sys.argv[1:] == ['pretend-torch']:\n"
+        "        sys.modules['torch'] = sys\n"
+        "    print('out')\n"
+        "    return 3\n")
+    env = dict(speed._fresh_env(), PYTHONPATH=str(tmp_path))
+    with_torch = speed.run_cli_once(["pretend-torch"], env, tmp_path)
+    without = speed.run_cli_once(["other"], env, tmp_path)
+    assert with_torch["returncode"] == without["returncode"] == 3
+    assert with_torch["torch_imported"] is True and without["torch_imported"] is False
+    assert with_torch["seconds"] > 0 and "error" in without
+
+
+def test_cold_cli_runs_the_real_version_command_without_torch():
+    from benchmarks import speed
+
+    result = speed.cold_cli(b"", runs=1, commands=("--version",))
+    (row,) = result["commands"]
+    assert "error" not in row, row
+    assert row["command"] == "vaez --version" and row["torch_imported"] is False
+    assert row["seconds"] > 0 and result["python_floor_s"] > 0
+
+
+def test_speed_report_renders_stages_arithmetic_and_cold_cli():
+    from benchmarks import speed
+
+    ours = {"name": "ours", "setting": "quality=75, coder=auto", "bpp": 1.5, "psnr": 32.9,
+            "encode_s": 0.4, "decode_s": 0.5,
+            "encode_stages": {"analysis": 0.2, "hyper": 0.15, "other": 0.05},
+            "decode_stages": {"hyper": 0.1, "synthesis": 0.3, "other": 0.1},
+            "decode_measured_apart": {"container parse": 0.001, "PNG write": 0.1}}
+    pixels = 768 * 512
+    macs = {"width": 768, "height": 512, "padded_width": 768, "padded_height": 512,
+            "macs": {"analysis": pixels * 10_000, "hyper_analysis": pixels * 5_000,
+                     "hyper_synthesis": pixels * 2_000, "synthesis": pixels * 17_000}}
+    macs["per_pixel"] = {k: n / pixels for k, n in macs["macs"].items()}
+    cold_cli = {"runs": 1, "file_bytes": 1234, "python_floor_s": 0.02, "commands": [
+        {"name": "decompress", "command": "vaez decompress FILE.vaez -o OUT.png", "target_s": 2.5,
+         "torch_allowed": True, "seconds": 2.0, "torch_imported": True, "meets_target": True},
+        {"name": "--version", "command": "vaez --version", "target_s": 0.3,
+         "torch_allowed": False, "seconds": 0.4, "torch_imported": False, "meets_target": False},
+        {"name": "info", "command": "vaez info FILE.vaez", "target_s": 0.3,
+         "torch_allowed": False, "error": "exit status 1: boom"}]}
+    results = {"command": "speed", "image": "fake", "width": 768, "height": 512, "repeat": 1,
+               "environment": {"versions": {"torch_threads": 2}}, "ours": ours,
+               "peak_gflops": 70.0, "macs": macs,
+               "throughput": speed.stage_throughput(ours, macs, 70.0), "cold_cli": cold_cli}
+    text = speed.report(results)
+    assert "| decode | PNG write (measured apart; after decompress) | 100.0 | 20% |" in text
+    assert "| decode | **total + PNG write** | **600.0** | 120% |" in text
+    assert "container parse (measured apart; inside 'other')" in text
+    assert ("MACs per image pixel: analysis 10,000, hyper_analysis 5,000, hyper_synthesis 2,000, "
+            "synthesis 17,000.") in text
+    # decode synthesis: 17,000 MACs/pixel * 393,216 pixels / 0.3 s = 22.3 GMAC/s = 64% of 35
+    assert "| decode | synthesis | 17,000 | 300.0 | 22.3 | 64% | float32 |" in text
+    # decode hyper: 2,000 * 393,216 / 0.1 s = 7.9 GMAC/s = 22% of 35, ~45% of the float64 peak
+    assert "| decode | hyper | 2,000 | 100.0 | 7.9 | 22% | float64 integer h_s (float64 peak" in text
+    assert "~45% of it" in text
+    assert "float64 peak is about half" in text and "share of 35 GMAC/s" in text
+    assert "| vaez decompress FILE.vaez -o OUT.png | 2000.0 | ≤ 2.5 s | yes | yes |" in text
+    assert "| vaez --version | 400.0 | ≤ 0.3 s, no torch | no | **no** |" in text
+    assert "| vaez info FILE.vaez | failed: exit status 1: boom |" in text
+    assert "(1,234 bytes)" in text
 
 
 def test_start_command_prints_the_command_line(capsys):

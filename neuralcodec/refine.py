@@ -1,0 +1,142 @@
+"""Encoder-side refinement of the coded symbols (``effort``): smaller files, same decoder.
+
+Rounding every latent to the nearest integer is the best choice for each symbol alone, not for
+the image: some symbols cost many bits and change few pixels, others the other way round. The
+decoder does not care which integers it receives, so the encoder may pick them to lower the
+training objective ``bits + lambda * 255^2 * MSE`` of the actual file. This is a greedy
+rate-distortion optimised quantisation (RDOQ) in the latent space:
+
+1. Decode the current symbols through the synthesis and take the gradient of the distortion
+   with respect to every latent (one backward pass).
+2. For every symbol, estimate the change of the objective if it moved by +-1: the exact change
+   of its bits under the Gaussian of its scale-table entry, plus the distortion change to second
+   order (gradient * step + curvature * step^2 / 2, with the curvature from the energy of the
+   synthesis' response to a unit impulse in that channel).
+3. Apply the best few improving moves per latent position, on one of the four 2x2 phases of
+   positions per iteration. Moving every improving symbol at once fails: the 192 channels at a
+   position, and neighbouring positions, all try to fix the same pixel error and overshoot
+   (measured on held-out photos: +2..+5% BD-rate instead of a gain).
+
+The hyper-latent z, the means and the scale indexes stay as they are, so the file format, the
+decoder and the bit-exactness rules are untouched. Images are refined in windows with a margin
+as wide as the synthesis' reach, so memory stays bounded on big images.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model.hyperprior import SCALE_COUNT, SCALE_MAX, SCALE_MIN
+from .model.network import gaussian_bin_probability
+from .model.transforms import BLOCK
+
+EFFORTS = (0, 1, 2, 3)
+ITERATIONS = {0: 0, 1: 4, 2: 8, 3: 16}   # synthesis forward+backward passes per effort level
+MOVES_PER_POSITION = 4                    # symbols changed per latent position and iteration
+WINDOW = 96                               # latent positions per refinement window side
+MARGIN = 4                                # latents of context around a window (synthesis reach)
+
+
+def check_effort(effort) -> int:
+    """``effort`` as an int in `EFFORTS`, or ValueError."""
+    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or int(effort) not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort!r}")
+    return int(effort)
+
+
+def table_scales() -> torch.Tensor:
+    """The coder's 64 Gaussian scales, indexed by scale index (float32)."""
+    return torch.logspace(np.log10(SCALE_MIN), np.log10(SCALE_MAX), SCALE_COUNT, dtype=torch.float64).float()
+
+
+@torch.no_grad()
+def impulse_energy(synthesis, channels: int, device="cpu") -> torch.Tensor:
+    """Squared pixel-norm of the synthesis' response to a unit latent in each channel.
+
+    Measured around zero on a small canvas (the synthesis is close to linear there); the
+    curvature of the distortion along one latent is proportional to it.
+    """
+    size = 2 * MARGIN + 1
+    impulses = torch.zeros(channels, channels, size, size, device=device)
+    impulses[torch.arange(channels), torch.arange(channels), MARGIN, MARGIN] = 1.0
+    base = synthesis(torch.zeros(1, channels, size, size, device=device))
+    return ((synthesis(impulses) - base) ** 2).sum(dim=(1, 2, 3)).cpu()
+
+
+def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
+           index: np.ndarray, decoder_gain: np.ndarray, lam: float, iterations: int,
+           energy: torch.Tensor, device="cpu") -> np.ndarray:
+    """Return better symbols for the same means and scale indexes (``symbols`` is not changed).
+
+    pixels: (H, W, 3) uint8, the original image (unpadded); symbols (M, h, w) int64;
+    mean (M, h, w) float64 in the gained domain; index (M, h, w) scale indexes; decoder_gain
+    (M, 1, 1); lam: the quality's lambda; energy: `impulse_energy` of ``synthesis``;
+    ``device``: where ``synthesis`` lives.
+    """
+    out = symbols.copy()
+    if iterations <= 0:
+        return out
+    _, rows, cols = symbols.shape
+    scales = table_scales()
+    for r0 in range(0, rows, WINDOW):
+        for c0 in range(0, cols, WINDOW):
+            core = (slice(r0, min(r0 + WINDOW, rows)), slice(c0, min(c0 + WINDOW, cols)))
+            win = (slice(max(r0 - MARGIN, 0), min(r0 + WINDOW + MARGIN, rows)),
+                   slice(max(c0 - MARGIN, 0), min(c0 + WINDOW + MARGIN, cols)))
+            _refine_window(synthesis, pixels, out, mean, index, decoder_gain, lam, iterations,
+                           energy, scales, core, win, torch.device(device))
+    return out
+
+
+def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, iterations,
+                   energy, scales, core, win, device) -> None:
+    """Refine ``symbols[:, core]`` in place, judging pixels of the whole window ``win``."""
+    rows, cols = win
+    top, left = rows.start * BLOCK, cols.start * BLOCK
+    target = pixels[top:rows.stop * BLOCK, left:cols.stop * BLOCK]
+    height, width = target.shape[:2]
+    if height == 0 or width == 0:
+        return
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    x = tensor(target).permute(2, 0, 1)[None].float().div_(255)
+    q = tensor(symbols[:, rows, cols].astype(np.float32))
+    mu = tensor(mean[:, rows, cols].astype(np.float32))
+    scale = scales.to(device)[tensor(index[:, rows, cols].astype(np.int64))]
+    gain = tensor(np.asarray(decoder_gain, dtype=np.float32)).reshape(-1, 1, 1)
+    energy = energy.to(device)
+    pixel_count = height * width
+    weight = lam * 65025.0 / (3 * pixel_count)        # d(objective)/d(squared error sum)
+    curvature = (2 * weight * energy.reshape(-1, 1, 1) * gain ** 2)
+    editable = torch.zeros(q.shape[1:], dtype=torch.bool, device=device)
+    editable[core[0].start - rows.start:core[0].stop - rows.start,
+             core[1].start - cols.start:core[1].stop - cols.start] = True
+    for step in range(iterations):
+        y_hat = ((q + mu) * gain)[None].requires_grad_(True)
+        with torch.enable_grad():
+            x_hat = synthesis(y_hat)[:, :, :height, :width]
+            distortion = weight * ((x_hat - x) ** 2).sum()
+            (grad,) = torch.autograd.grad(distortion, y_hat)
+        with torch.no_grad():
+            slope = grad[0] * gain                       # d(distortion)/d(symbol)
+            bits_now = -torch.log2(gaussian_bin_probability(q, scale))
+            best_move = torch.zeros_like(q)
+            best_gain = torch.zeros_like(q)
+            for move in (-1.0, 1.0):
+                bits = -torch.log2(gaussian_bin_probability(q + move, scale))
+                change = (bits - bits_now) / pixel_count + slope * move + 0.5 * curvature
+                better = change < best_gain
+                best_move = torch.where(better, torch.full_like(q, move), best_move)
+                best_gain = torch.where(better, change, best_gain)
+            chosen = torch.zeros_like(q, dtype=torch.bool)
+            k = min(MOVES_PER_POSITION, q.shape[0])
+            chosen.scatter_(0, best_gain.topk(k, dim=0, largest=False).indices, True)
+            phase = torch.zeros_like(editable)
+            pr, pc = divmod(step % 4, 2)
+            phase[pr::2, pc::2] = True
+            apply = chosen & (best_move != 0) & (phase & editable)[None]
+            q += best_move * apply
+    symbols[:, core[0], core[1]] = q[:, core[0].start - rows.start:core[0].stop - rows.start,
+                                     core[1].start - cols.start:core[1].stop - cols.start
+                                     ].cpu().numpy().astype(np.int64)

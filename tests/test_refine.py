@@ -1,0 +1,79 @@
+"""Encoder effort (``neuralcodec.refine``): smaller files for the same decoder, never a different format."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neuralcodec
+from neuralcodec import refine
+from neuralcodec.model.quality import lambda_at, level_from_quality
+
+from imagegen import natural_image
+
+
+def _objective(codec, image: np.ndarray, data: bytes, quality: float) -> float:
+    """bits per pixel + lambda * 255^2 * MSE of a file: what the refinement lowers."""
+    decoded = np.asarray(codec.decompress(data)).astype(np.float64) / 255
+    mse = np.mean((decoded - image.astype(np.float64) / 255) ** 2)
+    lam = float(lambda_at(torch.tensor(level_from_quality(quality))))
+    return 8 * len(data) / (image.shape[0] * image.shape[1]) + lam * 65025 * mse
+
+
+@pytest.mark.parametrize("quality", [20, 80])
+def test_effort_lowers_the_rate_distortion_cost_and_decodes_normally(codec, quality):
+    image = natural_image(96, 128, seed=5)
+    plain = codec.compress(image, quality=quality)
+    refined = codec.compress(image, quality=quality, effort=2)
+    assert refined != plain
+    assert codec.decompress(refined).size == (128, 96)
+    # the file is decoded by the unchanged decoder; the cost it was optimised for went down
+    assert _objective(codec, image, refined, quality) < _objective(codec, image, plain, quality)
+    # same z and scale indexes: only the y symbols differ
+    a, b = codec.decode_latents(plain), codec.decode_latents(refined)
+    assert np.array_equal(a[2], b[2]) and np.array_equal(a[5], b[5])
+    assert not np.array_equal(a[3], b[3])
+
+
+def test_effort_is_deterministic_and_works_with_both_coders(codec):
+    image = natural_image(40, 56, seed=2)
+    first = codec.compress(image, quality=50, effort=1, coder="constriction")
+    assert first == codec.compress(image, quality=50, effort=1, coder="constriction")
+    huff = codec.compress(image, quality=50, effort=1, coder="huffman")
+    assert np.array_equal(codec.decode_latents(first)[3], codec.decode_latents(huff)[3])
+
+
+@pytest.mark.parametrize("bad", [-1, 4, 1.5, "2", True, None])
+def test_bad_effort_is_refused(codec, bad):
+    with pytest.raises(ValueError, match="effort"):
+        codec.compress(natural_image(16, 16), effort=bad)
+
+
+def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeypatch):
+    """Small windows (as on big images) still refine every part and never touch the input."""
+    image = natural_image(80, 112, seed=9)
+    plain = codec.compress(image, quality=60)
+    header, _, _, symbols, mean, index = codec.decode_latents(plain)
+    before = symbols.copy()
+    monkeypatch.setattr(refine, "WINDOW", 4)
+    lam = float(lambda_at(torch.tensor(level_from_quality(60))))
+    energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
+    out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
+                        codec._gain(60, decoder=True), lam, 4, energy)
+    assert np.array_equal(symbols, before)
+    changed = np.argwhere((out != symbols).any(axis=0))
+    assert changed.size
+    # moves land in every quarter of the latent, not just the first window
+    rows, cols = symbols.shape[1:]
+    quarters = {(r * 2 // rows, c * 2 // cols) for r, c in changed}
+    assert quarters == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_api_and_pillow_pass_effort_through(tmp_path):
+    image = natural_image(32, 48, seed=4)
+    assert neuralcodec.compress(image, quality=40, effort=1) != neuralcodec.compress(image, quality=40)
+    from PIL import Image
+
+    path = tmp_path / "x.vaez"
+    Image.fromarray(image).save(path, effort=1, quality=40)
+    assert path.read_bytes() == neuralcodec.compress(image, quality=40, effort=1)
