@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="overwrite existing output files")
         p.add_argument("--quiet", action="store_true",
                        help="print nothing but errors (no per-file lines, no progress bar)")
+        p.add_argument("--device", default="cpu", metavar="DEV",
+                       help="where the transforms run: cpu (default) or cuda; files are "
+                            "interchangeable between devices")
         p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                        help="with a folder input: files coded in N worker processes (default 1)")
 
@@ -411,10 +414,13 @@ def _check_output(src: str, dst: str, force: bool, written: dict[str, str]) -> N
         raise _output_error(dst, exc) from None
 
 
-def _codec():
+def _codec(device: str = "cpu"):
     from neuralcodec.codec import default_codec  # torch is imported here, not before
 
-    return default_codec()
+    try:
+        return default_codec(device)
+    except ValueError as exc:   # an unknown or absent device: a usage-level error
+        raise CliError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -465,7 +471,8 @@ def _compress_options(args) -> dict:
     """What every compress worker needs, as a picklable dict (workers may be processes)."""
     options = {"quality": 75.0 if args.quality is None else args.quality, "coder": args.coder,
                "target_size": args.target_size, "target_bpp": args.target_bpp,
-               "target_psnr": args.target_psnr, "strip": args.strip, "effort": args.effort}
+               "target_psnr": args.target_psnr, "strip": args.strip, "effort": args.effort,
+               "device": args.device}
     target = next((flag for flag, key in (("--target-size", "target_size"),
                                           ("--target-bpp", "target_bpp"),
                                           ("--target-psnr", "target_psnr"))
@@ -500,14 +507,14 @@ def _compress_file(src: str, dst: str, force: bool, options: dict):
         reached = compress_to_target(
             data_in, coder=options["coder"], target_size=options["target_size"],
             target_bpp=options["target_bpp"], target_psnr=options["target_psnr"],
-            strip=options["strip"], codec=_codec(), effort=options["effort"])
+            strip=options["strip"], codec=_codec(options["device"]), effort=options["effort"])
         data = reached.data
     else:
         if options["strip"]:
             from neuralcodec.rate_control import prepare
 
             data_in = prepare(data_in, strip=True)[0]
-        data = _codec().compress(data_in, quality=options["quality"], coder=options["coder"],
+        data = _codec(options["device"]).compress(data_in, quality=options["quality"], coder=options["coder"],
                                  effort=options["effort"])
     if dst == STDIO:
         _write_stdout(data, force)
@@ -538,7 +545,7 @@ def _decompress_file(src: str, dst: str, force: bool, options: dict | None = Non
         raise CliError(f"{dst}: decompress writes images; choose an image extension such as .png")
     data = _read_input(src)
     formats.unpack(data)  # validate before loading the model
-    image = _codec().decompress(data)
+    image = _codec((options or {}).get("device", "cpu")).decompress(data)
     shown_src = "<stdin>" if src == STDIO else src
     # encode_image reports anything Pillow cannot store (a bad EXIF payload included)
     # as one ImageError line
@@ -564,8 +571,9 @@ def cmd_compress(args) -> int:
 
 def cmd_decompress(args) -> int:
     if any(name != STDIO and os.path.isdir(name) for name in args.inputs):
-        return _run_tree(args, _decompress_file, None, (VAEZ_SUFFIX,), ".png")
-    return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force))
+        return _run_tree(args, _decompress_file, {"device": args.device}, (VAEZ_SUFFIX,), ".png")
+    return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force,
+                                                                     {"device": args.device}))
 
 
 # ---------------------------------------------------------------------------- folder trees

@@ -27,7 +27,8 @@ class TargetWarning(UserWarning):
 
 
 def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
-             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = 0) -> bytes:
+             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = 0,
+             device: str = "cpu") -> bytes:
     """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits).
 
     At most one target replaces ``quality``: ``target_size`` (bytes, or a string such as
@@ -37,6 +38,7 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
     and the quality 100 file when it cannot be reached). ``strip`` drops the ICC profile and
     EXIF, which are otherwise kept. ``effort`` 0..3: higher encodes slower and makes smaller
     files at the same quality (the decoder is unaffected; see ``neuralcodec.refine``).
+    ``device``: where the transforms run (``"cpu"``, ``"cuda"``); files are the same format.
     """
     if target_size is None and target_bpp is None and target_psnr is None:
         from .codec import default_codec
@@ -45,10 +47,12 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
             from .rate_control import prepare
 
             image = prepare(image, strip=True)[0]
-        return default_codec().compress(image, quality=quality, coder=coder, effort=effort)
+        return default_codec(device).compress(image, quality=quality, coder=coder, effort=effort)
+    from .codec import default_codec
+
     result = compress_to_target(image, quality=quality, coder=coder, target_size=target_size,
                                 target_bpp=target_bpp, target_psnr=target_psnr, strip=strip,
-                                effort=effort)
+                                effort=effort, codec=default_codec(device))
     if not result.met:
         warnings.warn(result.note, TargetWarning, stacklevel=2)
     return result.data
@@ -72,11 +76,13 @@ def compress_to_target(image, quality: float = 75, coder: str = "auto", target_s
                                target_psnr=target_psnr, strip=strip, effort=effort)
 
 
-def decompress(data: bytes):
-    """Decode `.vaez` bytes to a `PIL.Image.Image` with the original size and mode."""
+def decompress(data: bytes, device: str = "cpu"):
+    """Decode `.vaez` bytes to a `PIL.Image.Image` with the original size and mode.
+
+    ``device``: where the synthesis runs; the latents are the same on every device."""
     from .codec import default_codec
 
-    return default_codec().decompress(data)
+    return default_codec(device).decompress(data)
 
 
 def __getattr__(name):

@@ -107,8 +107,8 @@ class Codec:
         from .model.integer_hyper import IntegerHyperSynthesis
 
         self._torch = torch
+        self.device = check_device(device)
         self.weights = weights if isinstance(weights, Weights) else load_weights(weights)
-        self.device = torch.device(device)
         config = ModelConfig(**self.weights.config)
         net = VaezNetwork(config)
         state = net.state_dict()
@@ -436,14 +436,33 @@ def _check_exif(exif: bytes) -> None:
         raise VaezError(f"EXIF section is malformed ({type(exc).__name__}: {exc})") from None
 
 
-_DEFAULT: Codec | None = None
+def check_device(device):
+    """``device`` as a `torch.device` this machine has, or ValueError with the reason.
+
+    Only where the transforms run: the entropy coding and the integer hyper-synthesis always
+    run on the CPU, so a file written on one device decodes to the same latents on any other.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available: this torch build sees no CUDA GPU")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported (use cpu or cuda)")
+    return dev
+
+
+_DEFAULTS: dict[str, Codec] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_codec() -> Codec:
-    """The process-wide codec with the bundled weights, loaded on first use."""
-    global _DEFAULT
+def default_codec(device: str = "cpu") -> Codec:
+    """The process-wide codec with the bundled weights on ``device``, loaded on first use."""
+    key = str(check_device(device))
     with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = Codec()
-        return _DEFAULT
+        if key not in _DEFAULTS:
+            _DEFAULTS[key] = Codec(device=key)
+        return _DEFAULTS[key]

@@ -122,6 +122,30 @@ def test_effort_option_matches_the_api_and_rejects_bad_levels(tmp_path, capsys):
     assert not (tmp_path / "bad.vaez").exists()
 
 
+@pytest.mark.parametrize("device, needle", [("tpu9", "device"), ("cuda:99", "cuda")])
+def test_unusable_device_is_one_error_line(tmp_path, capsys, monkeypatch, device, needle):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = tmp_path / "d.png"
+    make_image(src, "RGB")
+    code, _, err = run(capsys, "compress", src, "--device", device)
+    assert code != 0
+    assert_one_error_line(err, needle)
+    assert listing(tmp_path) == ["d.png"]
+
+
+def test_cpu_device_option_round_trips(tmp_path, capsys):
+    src = tmp_path / "c.png"
+    make_image(src, "RGB", seed=6)
+    code, _, err = run(capsys, "compress", src, "--device", "cpu")
+    assert code == 0, err
+    code, _, err = run(capsys, "decompress", tmp_path / "c.vaez", "-o", tmp_path / "back.png",
+                       "--device", "cpu")
+    assert code == 0, err
+    assert (tmp_path / "c.vaez").read_bytes() == neuralcodec.compress(str(src), device="cpu")
+
+
 def test_huffman_coder_round_trip_and_quality_rounding(tmp_path, capsys):
     src = tmp_path / "h.png"
     make_image(src, "RGB", seed=3)

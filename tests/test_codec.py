@@ -222,3 +222,21 @@ def test_malformed_exif_section_is_refused(codec):
     forged = formats.pack(header, {**sections, "EXIF": b"Exif\0\0garbage-not-tiff"})
     with pytest.raises(formats.VaezError, match="EXIF"):
         codec.decompress(forged)
+
+
+def test_device_is_checked_and_cpu_codec_is_shared(monkeypatch):
+    import torch
+
+    from neuralcodec.codec import check_device, default_codec
+
+    assert default_codec("cpu") is default_codec()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for bad, needle in (("cuda", "not available"), ("warp9", "unknown device"), ("meta", "not supported")):
+        with pytest.raises(ValueError, match=needle):
+            check_device(bad)
+    with pytest.raises(ValueError, match="not available"):
+        Codec(device="cuda")
+    img = natural_image(24, 40, seed=8)
+    data = neuralcodec.compress(img, quality=30, device="cpu")
+    assert np.array_equal(np.asarray(neuralcodec.decompress(data, device="cpu")),
+                          np.asarray(neuralcodec.decompress(data)))
