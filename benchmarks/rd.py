@@ -11,13 +11,28 @@ and, optionally, against published Kodak curves (anchors).
     python benchmarks/rd.py /work/shared/data/kodak --out results/ --plot \\
         --anchors /work/shared/anchors/kodak
 
+``--effort 0 2`` measures our codec once per encoder effort (``Codec.compress(...,
+effort=E)``, see ``neuralcodec/refine.py``: slower encode, smaller files, same
+decoder).  Each effort is its own curve, named ``ours`` for effort 0 and
+``ours effort=E`` otherwise, with everything ``ours`` gets (BD-rates against the
+baselines and anchors, a per-quality table, timings, a line in the plot), plus
+a table of the BD-rate of every effort > 0 against effort 0 of the same coder.
+
+``--validation-split`` measures, instead of every image of DIR, only the
+held-out validation images of a training folder, chosen exactly as
+``neuralcodec.train`` chooses them (``list_images(DIR)``, recursive, filtered by
+``is_validation(path, --val-fraction)``), and says so at the top of the report:
+
+    python benchmarks/rd.py /work/shared/data/train --validation-split --out results/val
+
 Outputs: a Markdown report on stdout (headed by the exact command line), and in
 ``--out``: ``rd.json`` (every per-image and averaged point, settings and
 library versions), ``rd.md`` (the report) and, with ``--plot`` and matplotlib,
 ``rd.png``.
 
 The functions are importable (``measure_ours``, ``measure_pillow``,
-``summarize``, ``bd_rates``, ``load_anchors``, ``report``, ``run``, ``main``)
+``summarize``, ``bd_rates``, ``effort_bd_rates``, ``validation_split``,
+``load_anchors``, ``report``, ``run``, ``main``)
 so a ``vaez bench`` command can reuse them.
 
 Conventions worth knowing when reading the numbers:
@@ -60,13 +75,17 @@ from benchmarks.common import set_threads, start_command
 from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr
 
 __all__ = [
-    "DEFAULT_QUALITIES", "BASELINES", "CodecUnavailable", "load_images", "measure",
+    "DEFAULT_QUALITIES", "BASELINES", "EFFORTS", "DEFAULT_VAL_FRACTION", "CodecUnavailable",
+    "load_images", "validation_split", "measure",
     "pillow_encoder", "pillow_decode",
-    "measure_ours", "measure_pillow", "summarize", "bd_rates", "load_anchors",
+    "measure_ours", "ours_name", "measure_pillow", "summarize", "bd_rates", "effort_bd_rates",
+    "load_anchors",
     "anchor_bd_rates", "environment", "report", "plot", "run", "main",
 ]
 
 DEFAULT_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 92, 100]
+EFFORTS = (0, 1, 2, 3)            # neuralcodec.refine.EFFORTS (not imported: it needs torch)
+DEFAULT_VAL_FRACTION = 0.05       # neuralcodec.train's --val-fraction default
 
 # Quality sweeps chosen so each baseline spans roughly 0.1-0.2 to 2-4 bpp on
 # Kodak (JPEG cannot go much below 0.2 bpp at any quality).
@@ -111,30 +130,53 @@ def _log(message: str) -> None:
 
 # -- inputs ---------------------------------------------------------------------------------
 
-def load_images(directory, limit: int | None = None) -> list[tuple[str, Image.Image]]:
+def load_images(directory, limit: int | None = None,
+                paths: list[Path] | None = None) -> list[tuple[str, Image.Image]]:
     """(name, RGB image) for every image file in ``directory``, sorted by name.
 
-    EXIF orientation is applied and everything is converted to 8-bit RGB, so
-    each codec is handed the same pixels.  ``limit`` keeps the first N.
+    EXIF orientation is applied and everything (palette, grey, 16-bit, CMYK,
+    alpha, any size) is converted to 8-bit RGB, so each codec is handed the
+    same pixels.  ``limit`` keeps the first N.  ``paths`` replaces the listing
+    of ``directory`` (files anywhere below it, named by their path relative to
+    it; see ``validation_split``).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise SystemExit(f"error: {directory} is not a directory")
+    if paths is None:
+        paths = [p for p in sorted(directory.iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     images = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
+    for path in paths:
         if limit is not None and len(images) >= limit:
             break
         try:
+            name = Path(path).relative_to(directory).as_posix()
+        except ValueError:
+            name = Path(path).name
+        try:
             with Image.open(path) as im:
                 im = ImageOps.exif_transpose(im)
-                images.append((path.name, im.convert("RGB")))
-        except OSError as exc:
-            _log(f"skipping {path.name}: {exc}")
+                images.append((name, im.convert("RGB")))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            _log(f"skipping {name}: {exc}")
     if not images:
         raise SystemExit(f"error: no readable images in {directory}")
     return images
+
+
+def validation_split(directory, fraction: float = DEFAULT_VAL_FRACTION) -> tuple[list[Path], int]:
+    """The held-out validation images of a training folder, chosen exactly as
+    ``neuralcodec.train`` chooses them: ``list_images(directory)`` (recursive,
+    training's suffixes, sorted) filtered by ``is_validation(path, fraction)``.
+    Returns ``(validation paths, number of images training lists)``."""
+    from neuralcodec.train import is_validation, list_images   # imports torch
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SystemExit(f"error: {directory} is not a directory")
+    paths = list_images(directory)
+    return [p for p in paths if is_validation(p, fraction)], len(paths)
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -227,9 +269,17 @@ def measure_pillow(name: str, images, qualities=None, options: dict | None = Non
     }
 
 
+def ours_name(coder: str, effort: int, coders: int = 1) -> str:
+    """Curve name of our codec: ``ours``, ``ours[coder]`` when several coders are
+    measured, with `` effort=E`` appended for an encoder effort above 0."""
+    name = "ours" if coders <= 1 else f"ours[{coder}]"
+    return name if not effort else f"{name} effort={effort}"
+
+
 def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours",
-                 progress: bool = True) -> dict:
-    """Sweep our codec (``neuralcodec.compress``/``decompress``) over qualities.
+                 progress: bool = True, effort: int = 0) -> dict:
+    """Sweep our codec (``neuralcodec.compress``/``decompress``) over qualities
+    at encoder ``effort`` (0..3; see ``neuralcodec.refine``).
 
     Returns a codec record like ``measure_pillow``.  Raises CodecUnavailable
     when the codec fails on a warm-up image (for instance missing weights, or
@@ -239,7 +289,7 @@ def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours"
     qualities = list(qualities if qualities is not None else DEFAULT_QUALITIES)
 
     def encode(image, quality):
-        return neuralcodec.compress(image, quality=quality, coder=coder)
+        return neuralcodec.compress(image, quality=quality, coder=coder, effort=effort)
 
     try:
         neuralcodec.decompress(encode(images[0][1], 75))   # warm-up: loads the model
@@ -248,8 +298,8 @@ def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours"
     per_image = measure(name, encode, neuralcodec.decompress, images, qualities, progress)
     from neuralcodec.codec import default_codec  # already loaded by the warm-up
 
-    settings = {"qualities": qualities, "coder": coder, "version": neuralcodec.__version__,
-                "model_id": default_codec().model_id}
+    settings = {"qualities": qualities, "coder": coder, "effort": effort,
+                "version": neuralcodec.__version__, "model_id": default_codec().model_id}
     return {"name": name, "kind": "ours", "settings": settings,
             "per_image": per_image, "points": summarize(per_image)}
 
@@ -304,6 +354,24 @@ def bd_rates(records: list[dict], anchors: list[str]) -> dict:
                 continue
             result.setdefault(test["name"], {})[anchor_name] = {
                 metric: _bd(by_name[anchor_name], test, metric) for metric in ("psnr", "ms_ssim")}
+    return result
+
+
+def effort_bd_rates(records: list[dict]) -> dict:
+    """BD-rate of every curve of ours with effort > 0 against effort 0 of the
+    same coder, in PSNR and in MS-SSIM dB: ``result[test][effort-0 name][metric]``
+    (empty for a test whose effort-0 curve was not measured)."""
+    ours = [r for r in records if r["kind"] == "ours"]
+    result: dict = {}
+    for test in ours:
+        settings = test["settings"]
+        if not settings.get("effort"):
+            continue
+        for base in ours:
+            if (not base["settings"].get("effort")
+                    and base["settings"].get("coder") == settings.get("coder")):
+                result.setdefault(test["name"], {})[base["name"]] = {
+                    metric: _bd(base, test, metric) for metric in ("psnr", "ms_ssim")}
     return result
 
 
@@ -402,17 +470,45 @@ def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
-def _bd_cell(entry: dict | None) -> str:
+def _bd_cell(entry: dict | None, explain: bool = False) -> str:
+    """``+12.3%`` (``*`` when the overlap is short); ``—`` when there is no
+    BD-rate, followed by the reason with ``explain``."""
     if not entry or entry.get("bd_rate") is None:
-        return "—"
+        note = (entry or {}).get("note") if explain else ""
+        return f"— ({note})" if note else "—"
     mark = "*" if entry.get("note") else ""
     return f"{entry['bd_rate']:+.1f}%{mark}"
+
+
+def _selection_line(results: dict) -> str | None:
+    """The report's warning line for a validation split (None for a plain folder)."""
+    sel = results.get("selection") or {}
+    if sel.get("kind") != "validation-split":
+        return None
+    fraction = sel["val_fraction"]
+    used = len(results["images"])
+    if used == sel["selected"]:
+        count = f"{used} of the {sel['total']} images"
+    else:
+        count = (f"the first {used} (--limit) of the {sel['selected']} validation images "
+                 f"among the {sel['total']} images")
+    if fraction == DEFAULT_VAL_FRACTION:
+        held = f"fraction {fraction:g}, the training default: never trained on"
+    else:
+        held = (f"fraction {fraction:g}; training's default is {DEFAULT_VAL_FRACTION:g}, so these "
+                f"were never trained on only if training ran with --val-fraction {fraction:g}")
+    return (f"**Validation split of a training folder, not Kodak:** {count} under "
+            f"`{results['directory']}`, held out exactly as training holds them out "
+            f"(`neuralcodec.train.is_validation`, {held}).")
 
 
 def report(results: dict) -> str:
     """The Markdown report of a ``run`` result."""
     lines = [f"$ {results['command']}", ""]
     images = results["images"]
+    selection = _selection_line(results)
+    if selection:
+        lines += [selection, ""]
     lines.append(f"{len(images)} images from `{results['directory']}`; "
                  f"git {results['environment'].get('git')}; "
                  f"Pillow {results['environment']['versions'].get('pillow')}.")
@@ -428,7 +524,9 @@ def report(results: dict) -> str:
     for r in measured:
         pts = r["points"]
         s = r["settings"]
-        desc = s.get("description") or f"coder={s.get('coder')}, model {s.get('model_id', '?')}"
+        effort = f", effort={s['effort']}" if s.get("effort") else ""
+        desc = (s.get("description")
+                or f"coder={s.get('coder')}{effort}, model {s.get('model_id', '?')}")
         lines.append(
             f"| {r['name']} | {desc} | {len(pts)} | "
             f"{min(p['bpp'] for p in pts):.3f}–{max(p['bpp'] for p in pts):.3f} | "
@@ -452,6 +550,37 @@ def report(results: dict) -> str:
         lines.append("")
         lines.append("PCHIP of log-rate over the overlapping quality range; MS-SSIM columns use "
                      "MS-SSIM in dB as the quality axis. `*`: overlap covers under half of a curve.")
+        lines.append("")
+
+    efforts = [r for r in measured if r["kind"] == "ours" and r["settings"].get("effort")]
+    if efforts:
+        by_name = {r["name"]: r for r in measured}
+        lines.append("## Encoder effort: BD-rate against effort 0 (same decoder; negative: "
+                     "smaller files at equal quality)")
+        lines.append("")
+        lines.append("| curve | against | BD-rate (PSNR) | BD-rate (MS-SSIM) | enc s/img | "
+                     "enc time vs effort 0 | dec s/img |")
+        lines.append("|---|---|---|---|---|---|---|")
+        missing = []
+        for r in efforts:
+            against = results.get("effort_bd_rate", {}).get(r["name"], {})
+            if not against:
+                missing.append(r["name"])
+            enc = _mean(p["enc_s"] for p in r["points"])
+            dec = _mean(p["dec_s"] for p in r["points"])
+            for base_name, entry in against.items():
+                base_enc = _mean(p["enc_s"] for p in by_name[base_name]["points"])
+                ratio = enc / base_enc if base_enc > 0 else math.nan
+                lines.append(f"| {r['name']} | {base_name} | {_bd_cell(entry['psnr'], True)} | "
+                             f"{_bd_cell(entry['ms_ssim'], True)} | {_fmt(enc, '.3f')} | "
+                             f"{_fmt(ratio, '.1f', '×')} | {_fmt(dec, '.3f')} |")
+        lines.append("")
+        lines.append("Same qualities, same file format and decoder; only the encoder's choice of "
+                     "symbols differs (`neuralcodec/refine.py`). `*`: overlap covers under half "
+                     "of a curve.")
+        if missing:
+            lines.append(f"No effort-0 curve of the same coder was measured for "
+                         f"{', '.join(missing)}: add 0 to --effort for this comparison.")
         lines.append("")
 
     anchors = [r for r in records if r["kind"] == "anchor"]
@@ -521,7 +650,8 @@ def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
             style = {"linestyle": "--", "linewidth": 1.0, "color": next(anchor_colours)}
         else:
             label = record["name"]
-            style = {"linestyle": "-", "marker": "o", "markersize": 3.5,
+            refined = record["kind"] == "ours" and record["settings"].get("effort")
+            style = {"linestyle": "-", "marker": "s" if refined else "o", "markersize": 3.5,
                      "linewidth": 2.4 if record["kind"] == "ours" else 1.6,
                      "color": next(measured_colours), "zorder": 3}
         for ax, key in zip(axes, ("psnr", "ms_ssim_db")):
@@ -539,7 +669,10 @@ def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     fig.legend(loc="center right", fontsize=7.5, frameon=False)
-    fig.suptitle(f"{len(results['images'])} images from {Path(results['directory']).name}: "
+    source = Path(results["directory"]).name
+    if (results.get("selection") or {}).get("kind") == "validation-split":
+        source = f"the validation split of training folder {source} (not Kodak)"
+    fig.suptitle(f"{len(results['images'])} images from {source}: "
                  "measured (solid), published curves (dashed, bpp without headers)")
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(path, dpi=130)
@@ -553,13 +686,20 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__.split("\n\n")[0],
         epilog="Give DIR before options that take several values (--qualities, --coder, "
-               "--baselines, --*-qualities).")
-    p.add_argument("directory", help="folder of test images (e.g. the 24 Kodak PNGs)")
+               "--effort, --baselines, --*-qualities).")
+    p.add_argument("directory",
+                   help="folder of test images (e.g. the 24 Kodak PNGs); with "
+                        "--validation-split, a training folder")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--qualities", type=float, nargs="+", default=DEFAULT_QUALITIES,
                    help="our quality settings, floats in 1..100")
     p.add_argument("--coder", nargs="+", default=["auto"],
                    help="entropy coder(s) for our codec; several give one curve each")
+    p.add_argument("--effort", type=int, nargs="+", default=[0], choices=EFFORTS, metavar="E",
+                   help="encoder effort(s) 0-3 for our codec (default: 0); each gives its own "
+                        "curve, 'ours' for 0 and 'ours effort=E' otherwise, plus a BD-rate "
+                        "against effort 0 when 0 is among them. Higher: slower encode, smaller "
+                        "files, same decoder")
     p.add_argument("--no-ours", action="store_true", help="measure only the baselines")
     p.add_argument("--baselines", nargs="*", default=["jpeg", "webp", "avif"],
                    choices=["jpeg", "webp", "avif"], help="Pillow codecs to run (none: no value)")
@@ -570,6 +710,13 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--avif-speed", type=int, default=6, help="libavif speed 0-10 (default 6, Pillow's)")
     p.add_argument("--anchors", metavar="DIR", help="folder of published curves (*.json)")
     p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--validation-split", action="store_true",
+                   help="DIR is a training folder: use only its held-out validation images, "
+                        "chosen exactly as neuralcodec.train does (recursive listing, "
+                        "is_validation(name, --val-fraction)); the report says so first")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help=f"validation fraction for --validation-split (default "
+                        f"{DEFAULT_VAL_FRACTION:g}, neuralcodec.train's default)")
     p.add_argument("--threads", type=int,
                    help="torch threads and AVIF encoder threads (default: library defaults)")
     p.add_argument("--plot", action="store_true", help="also write rd.png (needs matplotlib)")
@@ -582,21 +729,41 @@ def run(args: argparse.Namespace, command: str) -> dict:
     """Measure everything ``args`` asks for; returns the full result dict
     (also what ``rd.json`` holds)."""
     set_threads(args.threads)
-    images = load_images(args.directory, args.limit)
+    efforts = list(dict.fromkeys(getattr(args, "effort", None) or [0]))
+    split = getattr(args, "validation_split", False)
+    fraction = getattr(args, "val_fraction", DEFAULT_VAL_FRACTION)
+    if split:
+        if not 0 < fraction < 1:
+            raise SystemExit(f"error: --val-fraction must be between 0 and 1, got {fraction:g}")
+        paths, total = validation_split(args.directory, fraction)
+        if not paths:
+            raise SystemExit(f"error: none of the {total} training images under "
+                             f"{args.directory} is in the validation split at fraction "
+                             f"{fraction:g}")
+        _log(f"validation split of {args.directory}: {len(paths)} of {total} images")
+        images = load_images(args.directory, args.limit, paths=paths)
+        selection = {"kind": "validation-split", "val_fraction": fraction,
+                     "selected": len(paths), "total": total,
+                     "rule": "neuralcodec.train.list_images(DIR) filtered by "
+                             "neuralcodec.train.is_validation(path, val_fraction)"}
+    else:
+        images = load_images(args.directory, args.limit)
+        selection = {"kind": "directory"}
     progress = not args.quiet
     notes: list[str] = []
     records: list[dict] = []
 
     if not args.no_ours:
         for coder in args.coder:
-            name = "ours" if len(args.coder) == 1 else f"ours[{coder}]"
-            _log(f"{name}: {len(args.qualities)} qualities x {len(images)} images")
-            try:
-                records.append(measure_ours(images, args.qualities, coder=coder, name=name,
-                                            progress=progress))
-            except CodecUnavailable as exc:
-                _log(f"skipping {name}: {exc}")
-                notes.append(f"{name} was skipped: {exc}")
+            for effort in efforts:
+                name = ours_name(coder, effort, len(args.coder))
+                _log(f"{name}: {len(args.qualities)} qualities x {len(images)} images")
+                try:
+                    records.append(measure_ours(images, args.qualities, coder=coder, name=name,
+                                                progress=progress, effort=effort))
+                except CodecUnavailable as exc:
+                    _log(f"skipping {name}: {exc}")
+                    notes.append(f"{name} was skipped: {exc}")
 
     sweeps = {"jpeg": ("JPEG", args.jpeg_qualities, None),
               "webp": ("WebP", args.webp_qualities, {"method": args.webp_method}),
@@ -621,11 +788,15 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
     baseline_names = [r["name"] for r in records if r["kind"] == "baseline"]
     anchors = load_anchors(args.anchors) if args.anchors else []
-    if anchors and (len(images) != 24 or args.limit):
+    if anchors and split:
+        notes.append("anchors are published Kodak curves; this run measured a training folder's "
+                     "validation split, so BD-rates against them compare different images")
+    elif anchors and (len(images) != 24 or args.limit):
         notes.append(f"anchors were measured on all 24 Kodak images; this run used "
                      f"{len(images)}, so BD-rates against them are indicative only")
     results = {
         "command": command, "directory": str(Path(args.directory).resolve()),
+        "selection": selection, "efforts": efforts,
         "images": [{"name": n, "width": im.size[0], "height": im.size[1]} for n, im in images],
         "environment": environment(),
         "conventions": {
@@ -638,6 +809,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         },
         "codecs": records + anchors,
         "bd_rate": bd_rates(records, baseline_names),
+        "effort_bd_rate": effort_bd_rates(records),
         "anchor_bd_rate": anchor_bd_rates(records, anchors) if anchors else {},
         "notes": notes,
     }

@@ -201,12 +201,113 @@ def test_rd_bd_rates_and_anchors(tmp_path):
     assert vs["ms_ssim"]["bd_rate"] == pytest.approx(-50.0)
 
 
+def test_rd_effort_levels_give_their_own_curves_and_a_bd_rate_against_effort_0(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    synthetic_image(192, 176, seed=7).save(images / "a.png")
+    synthetic_image(176, 168, seed=8).convert("P").save(images / "b.png")   # non-RGB input
+    out = tmp_path / "out"
+    assert rd.main(["--effort", "0", "1", "--qualities", "30", "60", "90", "--coder", "huffman",
+                    "--baselines", "jpeg", "--jpeg-qualities", "30", "60", "90", "--quiet",
+                    "--out", str(out), str(images)], prog="rd") == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "rd.json").read_text())
+    assert result["efforts"] == [0, 1] and result["selection"] == {"kind": "directory"}
+    ours = {c["name"]: c for c in result["codecs"] if c["kind"] == "ours"}
+    assert set(ours) == {"ours", "ours effort=1"}
+    assert ours["ours"]["settings"]["effort"] == 0 and ours["ours effort=1"]["settings"]["effort"] == 1
+    for record in ours.values():
+        assert [p["quality"] for p in record["points"]] == [30, 60, 90]
+        assert len(record["per_image"]) == 6 and all(p["images"] == 2 for p in record["points"])
+        assert set(result["bd_rate"][record["name"]]) == {"JPEG"}
+        assert all(math.isfinite(p["ms_ssim_db"]) for p in record["points"])
+    vs0 = result["effort_bd_rate"]["ours effort=1"]["ours"]
+    assert set(result["effort_bd_rate"]) == {"ours effort=1"}
+    for metric in ("psnr", "ms_ssim"):
+        assert vs0[metric]["bd_rate"] is not None, vs0[metric]["note"]
+        assert -60 < vs0[metric]["bd_rate"] < 20
+    # the report: both curves in every table, and the effort-vs-effort line
+    assert "| ours | coder=huffman, model " in printed
+    assert "| ours effort=1 | coder=huffman, effort=1, model " in printed
+    assert "## Encoder effort: BD-rate against effort 0" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| ours effort=1 | ours |"))
+    assert f"{vs0['psnr']['bd_rate']:+.1f}%" in row and f"{vs0['ms_ssim']['bd_rate']:+.1f}%" in row
+    assert "## ours: per-quality points" in printed
+    assert "## ours effort=1: per-quality points" in printed
+    assert "Validation split" not in printed
+    body = printed.split("\n", 1)[1].split("\nWrote ")[0]
+    assert (out / "rd.md").read_text().split("\n", 2)[2] == body
+
+
+def test_rd_without_effort_0_says_so_and_rejects_unknown_efforts(capsys):
+    ours = {"name": "ours effort=2", "kind": "ours", "settings": {"coder": "auto", "effort": 2},
+            "points": [{"quality": q, "bpp": r, "psnr": p, "ms_ssim": math.nan,
+                        "ms_ssim_db": math.nan, "enc_s": 0.2, "dec_s": 0.1}
+                       for q, r, p in zip(range(5), RATES, PSNRS)]}
+    assert rd.effort_bd_rates([ours]) == {}
+    results = {"command": "rd x", "directory": "/x", "images": [{"name": "a"}],
+               "environment": {"versions": {}}, "codecs": [ours], "bd_rate": {},
+               "effort_bd_rate": {}, "anchor_bd_rate": {}}
+    text = rd.report(results)
+    assert "add 0 to --effort" in text and "| ours effort=2 | coder=auto, effort=2, model ?" in text
+    assert rd.ours_name("auto", 0) == "ours" and rd.ours_name("huffman", 3, 2) == "ours[huffman] effort=3"
+    with pytest.raises(SystemExit):
+        rd._parser("rd").parse_args(["x", "--effort", "4"])
+    assert capsys.readouterr().err.count("invalid choice") == 1
+    assert rd._parser("rd").parse_args(["x"]).effort == [0]
+
+
+def test_rd_validation_split_uses_exactly_the_training_hold_out(tmp_path, capsys):
+    from neuralcodec.train import is_validation
+
+    train = tmp_path / "train"
+    (train / "sub").mkdir(parents=True)
+    fraction = 0.2
+    paths = []
+    for i in range(40):     # odd sizes and modes, some in a subfolder, as training folders have
+        path = train / ("sub" if i % 3 == 0 else "") / f"photo{i:02d}.png"
+        mode = ("RGB", "L", "RGBA", "P")[i % 4]
+        synthetic_image(96 + i, 80 + 2 * i, seed=i).convert(mode).save(path)
+        paths.append(path)
+    (train / "notes.txt").write_text("not an image")
+    expected = sorted(p for p in paths if is_validation(p, fraction))
+    assert 0 < len(expected) < len(paths)      # the names above put some on each side
+    assert any(p.parent.name == "sub" for p in expected)
+
+    selected, total = rd.validation_split(train, fraction)
+    assert selected == expected and total == len(paths)
+
+    out = tmp_path / "out"
+    assert rd.main([str(train), "--validation-split", "--val-fraction", str(fraction),
+                    "--no-ours", "--baselines", "jpeg", "--jpeg-qualities", "40", "80",
+                    "--quiet", "--out", str(out)], prog="rd") == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    saved = (out / "rd.md").read_text().splitlines()
+    assert lines[0].startswith("$ rd ") and saved[0] == lines[0] and saved[1] == ""
+    # the first line after the command says what these images are
+    assert lines[1] == saved[2]
+    assert lines[1].startswith(f"**Validation split of a training folder, not Kodak:** "
+                               f"{len(expected)} of the {len(paths)} images under ")
+    assert "is_validation" in lines[1] and f"fraction {fraction:g}" in lines[1]
+    result = json.loads((out / "rd.json").read_text())
+    assert [im["name"] for im in result["images"]] == [
+        p.relative_to(train).as_posix() for p in expected]
+    assert result["selection"]["kind"] == "validation-split"
+    assert (result["selection"]["selected"], result["selection"]["total"]) == (len(expected), len(paths))
+    assert result["selection"]["val_fraction"] == fraction
+    jpeg = next(c for c in result["codecs"] if c["name"] == "JPEG")
+    assert len(jpeg["per_image"]) == 2 * len(expected)
+    # the default fraction is training's default
+    assert rd._parser("rd").parse_args(["x"]).val_fraction == 0.05
+
+
 def test_scripts_skip_our_codec_when_it_is_unusable(tmp_path, capsys, monkeypatch):
     import neuralcodec.codec
 
     from benchmarks import speed
 
-    def no_weights():
+    def no_weights(*args, **kwargs):   # default_codec(device="cpu")
         raise FileNotFoundError("weights file not found: nowhere.npz")
 
     monkeypatch.setattr(neuralcodec.codec, "default_codec", no_weights)
