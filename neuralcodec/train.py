@@ -145,6 +145,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-images", type=int, default=0, help="use at most this many training images (0: all)")
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (new optimizer)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--amp", action="store_true",
+                    help="mixed precision (bfloat16) for the analysis and synthesis transforms; "
+                         "meant for GPUs (works on CPUs that have fast bfloat16)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="channels_last memory layout (faster convolutions on GPUs; measured "
+                         "3-6x slower on the 2-core development CPU)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -175,11 +181,15 @@ def main(argv=None) -> int:
     log({"event": "data", "train_images": len(train_images), "val_images": len(val_images),
          "train_megapixels": round(sum(im.shape[0] * im.shape[1] for im in train_images) / 1e6, 1),
          "load_seconds": round(time.time() - t0, 1), "device": str(device),
+         "amp": args.amp, "channels_last": args.channels_last,
          "threads": torch.get_num_threads()})
 
     sampler = CropSampler(train_images, args.crop, args.seed)
     ckpt_path = args.out / "last.pt"
     net = VaezNetwork(ModelConfig()).to(device)
+    if args.amp:
+        net.autocast_dtype = torch.bfloat16
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     opt = torch.optim.Adam(parameter_groups(net), lr=args.lr)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
@@ -203,6 +213,8 @@ def main(argv=None) -> int:
         init_entropy_model(net, std)
         net.to(device)
         log({"event": "klt_init", "blocks": len(blocks)})
+    if args.channels_last:
+        net.to(memory_format=memory_format)   # same Parameter objects: the optimizer keeps them
 
     def lr_at(s: int) -> float:
         if s < args.warmup:
@@ -221,7 +233,9 @@ def main(argv=None) -> int:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
-        x = sampler.batch(args.batch).to(device)
+        x = sampler.batch(args.batch).to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=memory_format)
         level = torch.rand(args.batch, device=device) * (LEVELS - 1)
         tic = time.time()
         out = net(x, level)

@@ -44,3 +44,48 @@ def test_train_resume_export_and_decode(tmp_path):
     else:
         raise AssertionError("a file from other weights decoded")
     assert np.asarray(out).dtype == np.uint8
+
+
+def test_mixed_precision_and_channels_last_train_and_keep_float32_weights(tmp_path):
+    """The GPU options (bfloat16 transforms, channels_last) also run on a CPU, and the
+    checkpoint stays float32 so it exports like any other."""
+    import torch
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(80, 80, seed=10 + i)).save(data / f"p{i}.png")
+    run = tmp_path / "run"
+    assert train.main(["--data", str(data), "--out", str(run), "--batch", "2", "--crop", "64",
+                       "--val-fraction", "0.0", "--threads", "1", "--steps", "2", "--amp",
+                       "--channels-last"]) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    setup = next(r for r in records if r.get("event") == "data")
+    assert setup["amp"] is True and setup["channels_last"] is True
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    weights = export.export(run / "last.pt", tmp_path / "w.npz", "vaez-amp")
+    assert Codec(weights).decompress(Codec(weights).compress(natural_image(32, 32), quality=40)).size == (32, 32)
+
+
+def test_autocast_runs_the_transforms_in_bfloat16_and_the_entropy_model_in_float32():
+    import torch
+
+    from neuralcodec.model import VaezNetwork
+
+    net = VaezNetwork()
+    net.autocast_dtype = torch.bfloat16
+    seen = {}
+    first_conv = next(m for m in net.analysis.modules() if isinstance(m, torch.nn.Conv2d))
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output.dtype)   # returns None: the output is kept
+        return hook
+
+    first_conv.register_forward_hook(record("analysis"))
+    net.hyper_analysis.register_forward_hook(record("hyper"))
+    out = net(torch.rand(1, 3, 64, 64), torch.tensor([3.0]))
+    assert seen == {"analysis": torch.bfloat16, "hyper": torch.float32}
+    assert out["x_hat"].dtype == torch.float32 and torch.isfinite(out["loss"])

@@ -60,6 +60,15 @@ class VaezNetwork(nn.Module):
         self.hyper_synthesis = HyperSynthesis(m, c)
         self.prior = FactorizedPrior(c)
         self.gains = QualityGains(m)
+        self.autocast_dtype = None   # training only: run the transforms in e.g. torch.bfloat16
+
+    def _transform(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Run a big transform, under mixed precision when `autocast_dtype` is set (the entropy
+        model always stays in float32: its log-probabilities need the precision)."""
+        if self.autocast_dtype is None:
+            return module(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
+            return module(x).float()
 
     def predict(self, z_hat: torch.Tensor, level: torch.Tensor):
         """Mean and scale of the gained latent: the hyper-synthesis works in the gain-free
@@ -71,7 +80,7 @@ class VaezNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         """Training pass. x: (N, 3, H, W) in [0, 1], H and W multiples of 32; level: (N,)."""
-        y_unit = self.analysis(x)
+        y_unit = self._transform(self.analysis, x)
         gain = self.gains.encoder_gain(level)
         y = y_unit * gain
         z = self.hyper_analysis(y_unit)
@@ -81,7 +90,7 @@ class VaezNetwork(nn.Module):
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_bits = -torch.log2(gaussian_bin_probability(y_noisy - mean, scale)).sum(dim=(1, 2, 3))
         y_hat = _round_ste(y - mean) + mean
-        x_hat = self.synthesis(y_hat * self.gains.decoder_gain(level))
+        x_hat = self._transform(self.synthesis, y_hat * self.gains.decoder_gain(level))
         pixels = x.shape[2] * x.shape[3]
         bpp = (y_bits + z_bits) / pixels
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
