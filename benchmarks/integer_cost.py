@@ -40,6 +40,14 @@ def main(argv=None) -> int:
         for conv, (w, b, _, _) in zip(net.hyper_synthesis.convs, codec.weights.hyper_layers):
             conv.weight.copy_(torch.from_numpy(w.astype(np.float64) / (1 << WEIGHT_BITS)))
             conv.bias.copy_(torch.from_numpy(b.astype(np.float64) / (1 << (WEIGHT_BITS + ACT_BITS))))
+        if net.context is not None:   # likewise the context model
+            arrays = codec.weights.context
+            ctx = net.context
+            ctx.neighbours.weight.copy_(torch.from_numpy(arrays["neighbours"][:, None] / (1 << WEIGHT_BITS)))
+            ctx.mix.weight.copy_(torch.from_numpy(arrays["mix_weight"][:, :, None, None] / (1 << WEIGHT_BITS)))
+            ctx.mix.bias.copy_(torch.from_numpy(arrays["mix_bias"] / (1 << (WEIGHT_BITS + ACT_BITS))))
+            ctx.head.weight.copy_(torch.from_numpy(arrays["head_weight"][:, :, None, None] / (1 << WEIGHT_BITS)))
+            ctx.head.bias.copy_(torch.from_numpy(arrays["head_bias"] / (1 << (WEIGHT_BITS + ACT_BITS))))
     paths = sorted(p for p in args.dir.iterdir() if p.suffix.lower() in (".png", ".webp", ".jpg"))[:args.limit]
     rows = {q: [] for q in args.qualities}
     from PIL import Image
@@ -57,11 +65,12 @@ def main(argv=None) -> int:
             level = torch.tensor([level_from_quality(q)])
             with torch.no_grad():
                 y = net.analysis(x) * net.gains.encoder_gain(level)
-                mean_f, scale_f = net.predict(torch.from_numpy(z[None]).float(), level)
+                mean_f, scale_f = net.entropy_parameters(y, torch.from_numpy(z[None]).float(), level,
+                                                         hard=True)
                 bits_f = -torch.log2(gaussian_bin_probability(torch.round(y - mean_f), scale_f)).sum()
                 scale_i = torch.from_numpy(scale_table()[idx])
                 bits_i = -torch.log2(gaussian_bin_probability(torch.from_numpy(y_sym).double(), scale_i)).sum()
-            rows[q].append((float(bits_f) / (w * h), float(bits_i) / (w * h), len(sections["YSYM"]) * 8 / (w * h)))
+            rows[q].append((float(bits_f) / (w * h), float(bits_i) / (w * h), (len(sections["YSYM"]) + len(sections.get("YSYN", b""))) * 8 / (w * h)))
     print("| quality | float bpp | integer+table bpp | stream bpp | integer cost |")
     print("|---:|---:|---:|---:|---:|")
     for q, vals in rows.items():

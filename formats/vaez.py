@@ -37,7 +37,7 @@ ALPHA_MODES = ("LA", "RGBA")
 
 # Known sections in the canonical order pack() writes them.  Unknown ancillary
 # sections (first letter lower-case) follow, sorted by tag; END closes the file.
-SECTION_ORDER = ("ICCP", "EXIF", "ALPH", "ZSYM", "YSYM")
+SECTION_ORDER = ("ICCP", "EXIF", "ALPH", "ZSYM", "YSYM", "YSYN")
 KNOWN_SECTIONS = frozenset(SECTION_ORDER)
 REQUIRED_SECTIONS = ("ZSYM", "YSYM")
 END_TAG = "END "

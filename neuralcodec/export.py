@@ -1,6 +1,6 @@
 """Export a training checkpoint to a compact, offline weights file.
 
-``python -m neuralcodec.export runs/v1/last.pt neuralcodec/weights/vaez-ls1.npz``
+``python -m neuralcodec.export runs/v1/last.pt neuralcodec/weights/vaez-ls2.npz``
 
 Float layers are stored as float16 (the quality gains as float32), the hyper-synthesis as
 fixed-point integers (see `model/integer_hyper.py`), and the entropy tables as integer
@@ -49,7 +49,7 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
     net.eval()
     arrays: dict[str, np.ndarray] = {}
     for name, tensor in net.state_dict().items():
-        if name.startswith(("hyper_synthesis.", "prior.")):
+        if name.startswith(("hyper_synthesis.", "prior.", "context.")):
             continue
         dtype = np.float32 if name.startswith("gains.") else np.float16
         arrays["float/" + name] = tensor.detach().cpu().numpy().astype(dtype)
@@ -58,6 +58,11 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
         arrays[f"hyper/{i}/weight"] = w
         arrays[f"hyper/{i}/bias"] = b
     arrays["hyper/gain_offsets"] = export_gain_offsets(net.gains.encoder_log_gain)
+    if net.context is not None:
+        from .model.integer_context import export_context
+
+        for key, value in export_context(net.context).items():
+            arrays[f"context/{key}"] = value
     y = [gaussian_table(s) for s in scale_table(SCALE_COUNT, SCALE_MIN, SCALE_MAX)]
     for prefix, tables in (("y", y), ("z", z_tables(net))):
         for key, value in pack_tables(tables).items():
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neuralcodec.export", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--model-id", default="vaez-ls1")
+    ap.add_argument("--model-id", default="vaez-ls2")
     args = ap.parse_args(argv)
     path = export(args.checkpoint, args.out, args.model_id)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

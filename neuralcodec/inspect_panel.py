@@ -188,7 +188,7 @@ def render(a: Analysis):
     shown = ax_bits.imshow(heat, cmap="viridis", interpolation="nearest")
     fig.colorbar(shown, ax=ax_bits, fraction=0.046, pad=0.02,
                  label=f"bits per latent position ({a.block}x{a.block} px)")
-    y_bytes = len(a.sections.get("YSYM", b""))
+    y_bytes = len(a.sections.get("YSYM", b"")) + len(a.sections.get("YSYN", b""))
     z_bytes = len(a.sections.get("ZSYM", b""))
     ax_bits.set_title(f"where the bits go (y {y_bytes} B, z {z_bytes} B)", fontsize=10)
     ax_bits.set_axis_off()

@@ -65,13 +65,14 @@ def impulse_energy(synthesis, channels: int, device="cpu") -> torch.Tensor:
 
 def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
            index: np.ndarray, decoder_gain: np.ndarray, lam: float, iterations: int,
-           energy: torch.Tensor, device="cpu") -> np.ndarray:
+           energy: torch.Tensor, device="cpu", positions: np.ndarray | None = None) -> np.ndarray:
     """Return better symbols for the same means and scale indexes (``symbols`` is not changed).
 
     pixels: (H, W, 3) uint8, the original image (unpadded); symbols (M, h, w) int64;
     mean (M, h, w) float64 in the gained domain; index (M, h, w) scale indexes; decoder_gain
     (M, 1, 1); lam: the quality's lambda; energy: `impulse_energy` of ``synthesis``;
-    ``device``: where ``synthesis`` lives.
+    ``device``: where ``synthesis`` lives; ``positions``: (h, w) bool, the latent positions
+    that may change (all when None).
     """
     out = symbols.copy()
     if iterations <= 0:
@@ -84,12 +85,12 @@ def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
             win = (slice(max(r0 - MARGIN, 0), min(r0 + WINDOW + MARGIN, rows)),
                    slice(max(c0 - MARGIN, 0), min(c0 + WINDOW + MARGIN, cols)))
             _refine_window(synthesis, pixels, out, mean, index, decoder_gain, lam, iterations,
-                           energy, scales, core, win, torch.device(device))
+                           energy, scales, core, win, torch.device(device), positions)
     return out
 
 
 def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, iterations,
-                   energy, scales, core, win, device) -> None:
+                   energy, scales, core, win, device, positions) -> None:
     """Refine ``symbols[:, core]`` in place, judging pixels of the whole window ``win``."""
     rows, cols = win
     top, left = rows.start * BLOCK, cols.start * BLOCK
@@ -112,6 +113,17 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, i
     editable = torch.zeros(q.shape[1:], dtype=torch.bool, device=device)
     editable[core[0].start - rows.start:core[0].stop - rows.start,
              core[1].start - cols.start:core[1].stop - cols.start] = True
+    if positions is not None:
+        editable &= tensor(positions[rows, cols])
+    # the 2x2 phases that contain editable positions, visited in turn
+    phases = []
+    for pr, pc in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        phase = torch.zeros_like(editable)
+        phase[pr::2, pc::2] = True
+        if bool((phase & editable).any()):
+            phases.append(phase & editable)
+    if not phases:
+        return
     for step in range(iterations):
         y_hat = ((q + mu) * gain)[None].requires_grad_(True)
         with torch.enable_grad():
@@ -132,10 +144,7 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, i
             chosen = torch.zeros_like(q, dtype=torch.bool)
             k = min(MOVES_PER_POSITION, q.shape[0])
             chosen.scatter_(0, best_gain.topk(k, dim=0, largest=False).indices, True)
-            phase = torch.zeros_like(editable)
-            pr, pc = divmod(step % 4, 2)
-            phase[pr::2, pc::2] = True
-            apply = chosen & (best_move != 0) & (phase & editable)[None]
+            apply = chosen & (best_move != 0) & phases[step % len(phases)][None]
             q += best_move * apply
     symbols[:, core[0], core[1]] = q[:, core[0].start - rows.start:core[0].stop - rows.start,
                                      core[1].start - cols.start:core[1].stop - cols.start

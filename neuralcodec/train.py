@@ -83,7 +83,7 @@ def evaluate(net: VaezNetwork, images: list[torch.Tensor], levels=(0.0, 3.5, 7.0
             y = y_unit * net.gains.encoder_gain(lv)
             z_hat = torch.round(net.hyper_analysis(y_unit))
             z_bits = -torch.log2(net.prior.likelihood(z_hat).clamp_min(1e-9)).sum()
-            mean, scale = net.predict(z_hat, lv)
+            mean, scale = net.entropy_parameters(y, z_hat, lv, hard=True)
             q = torch.round(y - mean)
             y_bits = -torch.log2(gaussian_bin_probability(q, scale)).sum()
             x_hat = net.synthesis((q + mean) * net.gains.decoder_gain(lv)).clamp(0, 1)
@@ -143,7 +143,14 @@ def main(argv=None) -> int:
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--max-images", type=int, default=0, help="use at most this many training images (0: all)")
-    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (new optimizer)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint's weights (new optimizer; parts it lacks, "
+                         "such as a context model, start fresh)")
+    ap.add_argument("--context-hidden", type=int, default=64,
+                    help="width of the checkerboard context model (0: hyperprior only)")
+    ap.add_argument("--only", choices=("all", "context"), default="all",
+                    help="'context': train only the context model, on the rate alone, with "
+                         "every other part frozen (cheap: no synthesis pass)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--amp", action="store_true",
                     help="mixed precision (bfloat16) for the analysis and synthesis transforms; "
@@ -186,7 +193,13 @@ def main(argv=None) -> int:
 
     sampler = CropSampler(train_images, args.crop, args.seed)
     ckpt_path = args.out / "last.pt"
-    net = VaezNetwork(ModelConfig()).to(device)
+    net = VaezNetwork(ModelConfig(context_hidden=args.context_hidden)).to(device)
+    if args.only == "context":
+        if net.context is None:
+            print("--only context needs --context-hidden > 0", file=sys.stderr)
+            return 2
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith("context."))
     if args.amp:
         net.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -204,8 +217,12 @@ def main(argv=None) -> int:
         sampler.rng = np.random.default_rng([args.seed, step])   # new crops after a resume
     elif args.init is not None:
         state = torch.load(args.init, map_location=device, weights_only=False)
-        net.load_state_dict(state["model"])
-        log({"event": "init", "from": str(args.init)})
+        missing, unexpected = net.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith("context.") for k in missing):
+            print(f"{args.init} does not fit this model (missing {missing}, unexpected "
+                  f"{unexpected})", file=sys.stderr)
+            return 2
+        log({"event": "init", "from": str(args.init), "fresh": missing})
     else:
         blocks = sampler.batch(256).unfold(2, 8, 8).unfold(3, 8, 8)
         blocks = blocks.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 8, 8)
@@ -238,7 +255,7 @@ def main(argv=None) -> int:
             x = x.contiguous(memory_format=memory_format)
         level = torch.rand(args.batch, device=device) * (LEVELS - 1)
         tic = time.time()
-        out = net(x, level)
+        out = net(x, level, rate_only=args.only == "context")
         opt.zero_grad(set_to_none=True)
         if skipped_in_a_row > 100:
             log({"step": step, "event": "stopping: 100 non-finite steps in a row"})

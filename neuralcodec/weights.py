@@ -18,7 +18,7 @@ import numpy as np
 from .entropy.tables import SymbolTable
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "vaez-ls1.npz"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "vaez-ls2.npz"
 
 
 def content_digest(arrays: dict[str, np.ndarray]) -> bytes:
@@ -55,6 +55,7 @@ class Weights:
     y_tables: list[SymbolTable]
     z_tables: list[SymbolTable]
     meta: dict
+    context: dict[str, np.ndarray] | None = None   # integer checkerboard context, if the model has one
 
 
 def load_weights(path: str | Path | None = None) -> Weights:
@@ -70,7 +71,8 @@ def load_weights(path: str | Path | None = None) -> Weights:
         hyper_layers.append((arrays[f"hyper/{i}/weight"], arrays[f"hyper/{i}/bias"], int(pad), bool(shuffle)))
     y_tables = unpack_tables(arrays["y/offsets"], arrays["y/lengths"], arrays["y/freqs"])
     z_tables = unpack_tables(arrays["z/offsets"], arrays["z/lengths"], arrays["z/freqs"])
+    context = {k[len("context/"):]: v for k, v in arrays.items() if k.startswith("context/")} or None
     return Weights(model_id=meta["model_id"], digest=content_digest(arrays)[:8], config=meta["config"],
                    float_params=float_params, hyper_layers=hyper_layers,
                    gain_offsets=arrays["hyper/gain_offsets"].astype(np.int64), y_tables=y_tables,
-                   z_tables=z_tables, meta=meta)
+                   z_tables=z_tables, meta=meta, context=context)

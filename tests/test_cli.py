@@ -416,7 +416,7 @@ def test_decompress_bad_exif_is_one_error_line(tmp_path, capsys, monkeypatch, ex
             pixels = np.zeros((H, W, 3), dtype=np.uint8)
             return to_pil(pixels, None, "RGB", exif=exif)
 
-    monkeypatch.setattr(cli, "_codec", Fake)
+    monkeypatch.setattr(cli, "_codec", lambda device="cpu": Fake())
     src = tmp_path / "e.vaez"
     src.write_bytes(packed())
     before = listing(tmp_path)

@@ -116,10 +116,18 @@ def scale_index(coordinate: np.ndarray, offsets: np.ndarray, quality_hundredths:
     ``offsets`` (LEVELS, M) int64: log(gain) in units of 2**-ACT_BITS table steps, interpolated
     here with integer arithmetic only, so every machine picks the same table.
     """
+    return index_from_total(coordinate + quality_offset(offsets, quality_hundredths)[:, None, None])
+
+
+def quality_offset(offsets: np.ndarray, quality_hundredths: int) -> np.ndarray:
+    """(M,) int64: the gain's coordinate offset at a quality, by integer interpolation."""
     i, f, d = level_fraction(quality_hundredths, offsets.shape[0])
-    offset = (offsets[i].astype(np.int64) * (d - f) + offsets[i + 1].astype(np.int64) * f) // d
-    total = coordinate + offset[:, None, None] + (1 << (ACT_BITS - 1))
-    return np.clip(total >> ACT_BITS, 0, SCALE_COUNT - 1)
+    return (offsets[i].astype(np.int64) * (d - f) + offsets[i + 1].astype(np.int64) * f) // d
+
+
+def index_from_total(total: np.ndarray) -> np.ndarray:
+    """Scale index from a total coordinate (2**-ACT_BITS table steps): round and clip."""
+    return np.clip((total.astype(np.int64) + (1 << (ACT_BITS - 1))) >> ACT_BITS, 0, SCALE_COUNT - 1)
 
 
 def export_gain_offsets(encoder_log_gain: torch.Tensor) -> np.ndarray:

@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .context import CheckerboardContext, anchor_mask
 from .hyperprior import LOG_STEP, SCALE_MIN, FactorizedPrior, HyperAnalysis, HyperSynthesis, scale_from_coordinate
 from .quality import QualityGains, lambda_at
 from .transforms import Analysis, Synthesis
 
 PAD_MULTIPLE = 32   # y is at 1/8, z at 1/32 of the image
+CONTEXT_Q_LIMIT = 4096   # anchor symbols enter the context clipped to +-this (both sides alike)
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class ModelConfig:
     hidden: int = 128
     analysis_blocks: int = 2
     synthesis_blocks: int = 3
+    context_hidden: int = 0      # width of the checkerboard context (0: hyperprior only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +63,7 @@ class VaezNetwork(nn.Module):
         self.hyper_synthesis = HyperSynthesis(m, c)
         self.prior = FactorizedPrior(c)
         self.gains = QualityGains(m)
+        self.context = CheckerboardContext(m, config.context_hidden) if config.context_hidden else None
         self.autocast_dtype = None   # training only: run the transforms in e.g. torch.bfloat16
 
     def _transform(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,20 +82,47 @@ class VaezNetwork(nn.Module):
         coordinate = coordinate_unit + torch.log(gain) / LOG_STEP
         return mean_unit * gain, scale_from_coordinate(coordinate)
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
-        """Training pass. x: (N, 3, H, W) in [0, 1], H and W multiples of 32; level: (N,)."""
+    def entropy_parameters(self, y: torch.Tensor, z_hat: torch.Tensor, level: torch.Tensor,
+                           hard: bool = False):
+        """Mean and scale of every element of the gained latent ``y``, the checkerboard context
+        included: anchors get the hyperprior's prediction, the other positions that prediction
+        corrected from their anchor neighbours' symbols (rounded hard, or straight-through)."""
+        mean_unit, coordinate_unit = self.hyper_synthesis(z_hat)
+        gain = self.gains.encoder_gain(level)
+        mean = mean_unit * gain
+        coordinate = coordinate_unit + torch.log(gain) / LOG_STEP
+        if self.context is not None:
+            anchors = anchor_mask(y.shape[2], y.shape[3], y.device)
+            residual = y - mean
+            q = torch.round(residual) if hard else _round_ste(residual)
+            q = q.clamp(-CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT) * anchors
+            d_mean, d_coordinate = self.context(q, coordinate)
+            others = 1.0 - anchors
+            mean = mean + d_mean * others
+            coordinate = coordinate + d_coordinate * others
+        return mean, scale_from_coordinate(coordinate)
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, rate_only: bool = False) -> dict:
+        """Training pass. x: (N, 3, H, W) in [0, 1], H and W multiples of 32; level: (N,).
+
+        ``rate_only``: skip the synthesis; the loss is the rate alone (for training the
+        entropy model on frozen transforms)."""
         y_unit = self._transform(self.analysis, x)
         gain = self.gains.encoder_gain(level)
         y = y_unit * gain
         z = self.hyper_analysis(y_unit)
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         z_bits = -torch.log2(self.prior.likelihood(z_noisy)).sum(dim=(1, 2, 3))
-        mean, scale = self.predict(_round_ste(z), level)
+        mean, scale = self.entropy_parameters(y, _round_ste(z), level)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_bits = -torch.log2(gaussian_bin_probability(y_noisy - mean, scale)).sum(dim=(1, 2, 3))
+        pixels = x.shape[2] * x.shape[3]
+        if rate_only:
+            bpp = (y_bits + z_bits) / pixels
+            return {"loss": bpp.mean(), "bpp": bpp, "mse": torch.zeros_like(bpp),
+                    "y_bpp": y_bits / pixels, "z_bpp": z_bits / pixels}
         y_hat = _round_ste(y - mean) + mean
         x_hat = self._transform(self.synthesis, y_hat * self.gains.decoder_gain(level))
-        pixels = x.shape[2] * x.shape[3]
         bpp = (y_bits + z_bits) / pixels
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
         loss = (lambda_at(level) * 65025 * mse + bpp).mean()

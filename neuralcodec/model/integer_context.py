@@ -1,0 +1,144 @@
+"""Exact integer checkerboard context: the refined scale index agrees on every machine.
+
+`CheckerboardContext` is exported to the same fixed point as the hyper-synthesis (weights
+with `WEIGHT_BITS` fractional bits, activations with `ACT_BITS`) and run here on integers held
+in float64, where every product and partial sum stays far below 2**53, so the result does not
+depend on summation order, threads or BLAS. Inputs are only what both sides hold exactly: the
+anchors' symbols (clipped to +-`CONTEXT_Q_LIMIT`) and the integer total scale coordinate of
+the hyperprior plus the quality offset.
+
+The depthwise 3x3 layer is written out as nine shifted multiply-adds (no convolution routine
+can then pick a transform-based algorithm behind our back); the two 1x1 layers are matrix
+products evaluated only at the non-anchor positions, in row strips with a one-row halo, so
+memory stays bounded on big images.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .context import COORDINATE_DIVISOR
+from .integer_hyper import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS
+from .network import CONTEXT_Q_LIMIT
+
+STRIP_ROWS = 32          # latent rows per strip
+WEIGHT_LIMIT_BITS = 18   # |integer weight| bound checked at load time
+
+
+def export_context(context) -> dict[str, np.ndarray]:
+    """Fixed-point copies of a float `CheckerboardContext` (what goes into the weights file)."""
+    def fixed(t: torch.Tensor, bits: int) -> np.ndarray:
+        value = torch.round(t.detach().double() * (1 << bits))
+        if float(value.abs().max()) > 2 ** 31:
+            raise ValueError("context weight too large for the integer export")
+        return value.numpy().astype(np.int64)
+
+    return {
+        "neighbours": fixed(context.neighbours.weight[:, 0], WEIGHT_BITS),          # (2M, 3, 3)
+        "mix_weight": fixed(context.mix.weight[:, :, 0, 0], WEIGHT_BITS),           # (H, 3M)
+        "mix_bias": fixed(context.mix.bias, WEIGHT_BITS + ACT_BITS),
+        "head_weight": fixed(context.head.weight[:, :, 0, 0], WEIGHT_BITS),         # (2M, H)
+        "head_bias": fixed(context.head.bias, WEIGHT_BITS + ACT_BITS),
+    }
+
+
+def non_anchor_mask(height: int, width: int) -> np.ndarray:
+    """(H, W) bool: True where row + column is odd (coded second)."""
+    return (np.add.outer(np.arange(height), np.arange(width)) % 2) == 1
+
+
+class IntegerContext:
+    """Runs the exported context: for every non-anchor position, the integer corrections of
+    the mean (units of 2**-ACT_BITS, gained domain) and of the scale coordinate (units of
+    2**-ACT_BITS table steps)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        # activations are clamped to +-2**ACT_LIMIT_BITS, fan-in <= 3M <= 2**10: with weights
+        # below 2**WEIGHT_LIMIT_BITS every sum stays below 2**53
+        for name in ("neighbours", "mix_weight", "head_weight"):
+            if np.abs(arrays[name]).max(initial=0) > 2 ** WEIGHT_LIMIT_BITS:
+                raise ValueError(f"context {name} out of range for exact arithmetic")
+        self.neighbours = arrays["neighbours"].astype(np.float64)        # (2M, 3, 3)
+        self.mix_weight = torch.from_numpy(arrays["mix_weight"].astype(np.float64))
+        self.mix_bias = torch.from_numpy(arrays["mix_bias"].astype(np.float64))
+        self.head_weight = torch.from_numpy(arrays["head_weight"].astype(np.float64))
+        self.head_bias = torch.from_numpy(arrays["head_bias"].astype(np.float64))
+        self.latent_channels = self.head_weight.shape[0] // 2
+        assert self.mix_weight.shape[1] == 3 * self.latent_channels <= 1024
+
+    def strips(self, symbols: np.ndarray, coordinate: np.ndarray):
+        """symbols (M, H, W) int (only anchors are read); coordinate (M, H, W) int, the total
+        scale coordinate in 2**-ACT_BITS table steps (only non-anchors are read).
+
+        Yields ``(rows, d_mean, d_coordinate)`` per strip of latent rows: int32 arrays
+        (M, strip rows, W), zero at anchors. Strips let the caller consume the corrections
+        without full-size temporaries."""
+        m, rows, cols = symbols.shape
+        for top in range(0, rows, STRIP_ROWS):
+            bottom = min(top + STRIP_ROWS, rows)
+            lo, hi = max(top - 1, 0), min(bottom + 1, rows)
+            mean, coord = self._strip(symbols[:, lo:hi], coordinate[:, top:bottom], top - lo, lo)
+            yield slice(top, bottom), mean, coord
+
+    def __call__(self, symbols: np.ndarray, coordinate: np.ndarray):
+        """Whole-array form of `strips`: (d_mean, d_coordinate), each (M, H, W) int32."""
+        d_mean = np.zeros(symbols.shape, dtype=np.int32)
+        d_coordinate = np.zeros(symbols.shape, dtype=np.int32)
+        for rows, mean, coord in self.strips(symbols, coordinate):
+            d_mean[:, rows] = mean
+            d_coordinate[:, rows] = coord
+        return d_mean, d_coordinate
+
+    def _strip(self, symbols: np.ndarray, coordinate: np.ndarray, skip: int, first_row: int):
+        """One strip: ``symbols`` include the halo rows, ``coordinate`` only the kept rows
+        (which start ``skip`` rows into ``symbols``; ``first_row``: image row of symbols[0]).
+
+        Only the outputs at non-anchor positions are needed, and the four neighbours of a
+        non-anchor are anchors: the other taps of the 3x3 layer meet zeros (the float model
+        masks non-anchors out). Non-anchors form two strided sub-grids (even rows / odd
+        columns and odd rows / even columns; latent sizes are multiples of 4 and strips start
+        on even rows), so every neighbour set is a strided slice of the zero-padded strip.
+        """
+        m, _, cols = symbols.shape
+        kept = coordinate.shape[1]
+        top = first_row + skip
+        assert top % 2 == 0 and kept % 2 == 0 and cols % 2 == 0
+        p = np.zeros((m, kept + 2, cols + 2), dtype=np.float64)   # zero padding as in training
+        # symbols row k is image row first_row + k, padded row 1 + k - skip
+        p[:, 1 - skip:1 - skip + symbols.shape[1], 1:-1] = np.clip(symbols, -CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT)
+        # neighbours (up, down, left, right) of the two sub-grids, as strided views of p
+        grids = (
+            (p[:, 0:kept:2, 2::2], p[:, 2:kept + 2:2, 2::2], p[:, 1:kept + 1:2, 1:cols + 1:2], p[:, 1:kept + 1:2, 3::2]),
+            (p[:, 1:kept + 1:2, 1:cols + 1:2], p[:, 3::2, 1:cols + 1:2], p[:, 2::2, 0:cols:2], p[:, 2::2, 2::2]),
+        )
+        taps = ((0, 1), (2, 1), (1, 0), (1, 2))            # (dy, dx) of up, down, left, right
+        w_signed = [self.neighbours[:m, dy, dx, None, None] for dy, dx in taps]
+        w_magnitude = [self.neighbours[m:, dy, dx, None, None] for dy, dx in taps]
+        coords = (coordinate[:, 0::2, 1::2], coordinate[:, 1::2, 0::2])
+        columns = []
+        limit = float(1 << ACT_LIMIT_BITS)
+        for neighbours, coord in zip(grids, coords):
+            signed = sum(w * v for w, v in zip(w_signed, neighbours))
+            magnitude = sum(w * np.abs(v) for w, v in zip(w_magnitude, neighbours))
+            features = np.concatenate([signed, magnitude]).reshape(2 * m, -1) * (1 << ACT_BITS)
+            coord_feature = np.clip(np.floor_divide(coord.astype(np.int64), COORDINATE_DIVISOR),
+                                    -(1 << ACT_LIMIT_BITS), 1 << ACT_LIMIT_BITS)
+            columns.append(torch.cat([_rescale(torch.from_numpy(features)).clamp_(-limit, limit),
+                                      torch.from_numpy(coord_feature.reshape(m, -1).astype(np.float64))]))
+        split = columns[0].shape[1]
+        hidden = _rescale(torch.addmm(self.mix_bias[:, None], self.mix_weight,
+                                      torch.cat(columns, dim=1))).clamp_(0.0, limit)
+        out = _rescale(torch.addmm(self.head_bias[:, None], self.head_weight, hidden)).clamp_(-limit, limit)
+        out = out.numpy().astype(np.int32)   # |values| <= 2**ACT_LIMIT_BITS
+        mean = np.zeros((m, kept, cols), dtype=np.int32)
+        coord = np.zeros((m, kept, cols), dtype=np.int32)
+        half = (m, kept // 2, cols // 2)
+        for target, values in ((mean, out[:m]), (coord, out[m:])):
+            target[:, 0::2, 1::2] = values[:, :split].reshape(half)
+            target[:, 1::2, 0::2] = values[:, split:].reshape(half)
+        return mean, coord
+
+
+def _rescale(acc: torch.Tensor) -> torch.Tensor:
+    """round(acc / 2**WEIGHT_BITS), exact (a power of two), in place."""
+    return acc.mul_(1.0 / (1 << WEIGHT_BITS)).add_(0.5).floor_()
