@@ -109,7 +109,7 @@ def center_crop_tensor(im: np.ndarray, size: int, device) -> torch.Tensor:
 # steps); the factorized prior of z is tiny and must track h_a closely.
 LR_SCALES = (("analysis.lapped.", 0.05), ("synthesis.to_blocks.", 0.05),
              ("analysis.blocks.", 0.25), ("synthesis.blocks.", 0.25), ("prior.", 3.0),
-             ("gains.", 5.0))
+             ("gains.", 5.0), ("context.", 3.0))
 
 
 def parameter_groups(net: VaezNetwork) -> list[dict]:
