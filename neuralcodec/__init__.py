@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __all__ = ["compress", "compress_to_target", "decompress", "Codec", "Encoded", "VaezError",
            "TargetWarning", "register_pillow", "__version__"]
 
