@@ -37,7 +37,7 @@ examples:
   vaez compress - -o - < in.png > in.vaez    '-' is stdin/stdout for a single input
   vaez decompress - -o - < in.vaez > out.png
   vaez compress --target-size 50KB photo.png  the best quality that fits in 50 KB
-  vaez compress -e 2 photo.png            slower encoding, about 6% smaller files
+  vaez compress -e 1 photo.png            slower encoding, about 5% smaller files
   vaez compress photos/ -o packed/        a whole folder tree (up-to-date files are skipped)
   vaez inspect photo.png -o panel.png     error map and where the bits go (needs matplotlib)
   vaez bench kodak/ --out results/        the rate-distortion benchmark (benchmarks/rd.py)
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  vaez compress - -o - < photo.png > photo.vaez\n"
                "  vaez compress --target-size 50KB photo.png   (never larger; within 5% below)\n"
                "  vaez compress --target-psnr 36 photo.png     (fewest bytes with PSNR >= 36 dB)\n"
-               "  vaez compress -e 2 photo.png                 (slower encoder, smaller file)\n"
+               "  vaez compress -e 1 photo.png                 (slower encoder, smaller file)\n"
                "  vaez compress --strip photo.jpg              (drop ICC profile and EXIF)\n"
                "  vaez compress photos/ -o packed/ --jobs 2    (mirror a folder tree)\n"
                "\n"
