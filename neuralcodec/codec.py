@@ -30,7 +30,7 @@ from formats import VaezError, VaezHeader
 from .entropy import coders
 from .model.integer_context import IntegerContext, non_anchor_mask
 from .model.integer_hyper import (ACT_BITS, ACT_LIMIT_BITS, Z_LIMIT, index_from_total,
-                                  quality_offset, scale_index)
+                                  quality_offset)
 from .model.network import PAD_MULTIPLE
 from .model.transforms import BLOCK
 from .tiling import footprint, integer_hyper_geometry, iter_tiles, tile_starts
@@ -309,7 +309,6 @@ class Codec:
         z_stream = backend.encode(z_symbols.ravel(), z_index.ravel(), self.weights.z_tables)
         sections = {"ZSYM": z_stream}
         if self.context:
-            others = non_anchor_mask(y_shape[1], y_shape[2])
             for name, where in (("YSYM", ~others), ("YSYN", others)):
                 sections[name] = backend.encode(y_symbols[:, where].ravel(), index[:, where].ravel(),
                                                 self.weights.y_tables)

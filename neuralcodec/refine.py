@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .entropy.tables import scale_table
 from .model.hyperprior import SCALE_COUNT, SCALE_MAX, SCALE_MIN
 from .model.network import gaussian_bin_probability
 from .model.transforms import BLOCK
@@ -42,11 +43,6 @@ def check_effort(effort) -> int:
     if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or int(effort) not in EFFORTS:
         raise ValueError(f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort!r}")
     return int(effort)
-
-
-def table_scales() -> torch.Tensor:
-    """The coder's 64 Gaussian scales, indexed by scale index (float32)."""
-    return torch.logspace(np.log10(SCALE_MIN), np.log10(SCALE_MAX), SCALE_COUNT, dtype=torch.float64).float()
 
 
 @torch.no_grad()
@@ -78,7 +74,7 @@ def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
     if iterations <= 0:
         return out
     _, rows, cols = symbols.shape
-    scales = table_scales()
+    scales = torch.from_numpy(scale_table(SCALE_COUNT, SCALE_MIN, SCALE_MAX)).float()   # the coder's
     for r0 in range(0, rows, WINDOW):
         for c0 in range(0, cols, WINDOW):
             core = (slice(r0, min(r0 + WINDOW, rows)), slice(c0, min(c0 + WINDOW, cols)))
