@@ -13,6 +13,7 @@ success, 1 when any file failed, 2 for usage errors and 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -608,14 +609,24 @@ def _up_to_date(src: str, dst: str) -> bool:
         return False
 
 
-def _init_worker() -> None:
-    """Pool workers share the CPU: one torch thread each."""
-    try:
-        import torch
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+
+@contextlib.contextmanager
+def _one_thread_per_worker():
+    """Pool workers share the CPU: one compute thread each. Set in the environment the spawned
+    workers inherit, because the thread pools (torch's, and NumPy's BLAS, which decodes) are
+    sized when those libraries load; restored in this process afterwards."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
@@ -698,8 +709,8 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
             import multiprocessing
 
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-            with cf.ProcessPoolExecutor(min(args.jobs, len(tasks)), mp_context=context,
-                                        initializer=_init_worker) as pool:
+            with _one_thread_per_worker(), cf.ProcessPoolExecutor(
+                    min(args.jobs, len(tasks)), mp_context=context) as pool:
                 futures = {}
                 for src, dst in tasks:
                     try:

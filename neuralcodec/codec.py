@@ -14,6 +14,10 @@ hyper-synthesis always runs on tiles of z (exactly: integer arithmetic), and the
 arithmetic around it works tile by tile without full-size float64 temporaries. Entropy coding
 stays whole-image: tiling is invisible in the file, so a file encoded tiled decodes untiled to
 the same latents and vice versa.
+
+Torch is imported only when needed: to encode (the analysis transform), or to decode on a GPU.
+Decoding on the CPU is NumPy only (integer hyper-synthesis and context, `NumpySynthesis`), so
+`vaez decompress` does not pay the second or more that importing torch costs.
 """
 from __future__ import annotations
 
@@ -28,12 +32,14 @@ import formats
 from formats import VaezError, VaezHeader
 
 from .entropy import coders
-from .model.integer_context import IntegerContext, non_anchor_mask
-from .model.integer_hyper import (ACT_BITS, ACT_LIMIT_BITS, Z_LIMIT, index_from_total,
-                                  quality_offset)
-from .model.network import PAD_MULTIPLE
-from .model.transforms import BLOCK
-from .tiling import footprint, integer_hyper_geometry, iter_tiles, tile_starts
+from .model.constants import BLOCK, LEVELS, PAD_MULTIPLE, level_from_quality
+from .model.integer_context import (IntegerContext, checkerboard_half, non_anchor_mask,
+                                    set_checkerboard_half)
+from .model.fixed_point import clamp
+from .model.integer_hyper import (ACT_BITS, ACT_LIMIT_BITS, Z_LIMIT, IntegerHyperSynthesis,
+                                  index_from_total, integer_hyper_geometry, quality_offset)
+from .model.numpy_synthesis import NumpySynthesis
+from .spans import tile_starts
 from .weights import Weights, load_weights
 
 TILE_ABOVE_PIXELS = 1 << 21   # padded images with more pixels than this run their transforms tiled
@@ -66,10 +72,12 @@ _FOOTPRINTS_LOCK = threading.Lock()
 def _transform_footprints(net, config) -> dict | NotImplementedError:
     """Receptive fields of the tiled transforms, traced once per process and architecture.
 
-    Traced eagerly (at `Codec` construction) rather than on the first big image: torch.fx
-    patches ``nn.Module.__call__`` process-wide while it traces, which must not overlap with
-    other threads running the network.
+    Traced when the network is built rather than on the first big image: torch.fx patches
+    ``nn.Module.__call__`` process-wide while it traces, which must not overlap with other
+    threads running the network (the caller holds the codec's network lock).
     """
+    from .tiling import footprint
+
     with _FOOTPRINTS_LOCK:
         found = _FOOTPRINTS.get(config)
         if found is None:
@@ -103,30 +111,54 @@ class Codec:
 
     def __init__(self, weights: str | Path | Weights | None = None, device: str = "cpu",
                  tile_size: int | None = None):
-        import torch  # imported here so `import neuralcodec` stays light
-
-        from .model import ModelConfig, VaezNetwork
-        from .model.integer_hyper import IntegerHyperSynthesis
-
-        self._torch = torch
         self.device = check_device(device)
         self.weights = weights if isinstance(weights, Weights) else load_weights(weights)
-        config = ModelConfig(**self.weights.config)
-        net = VaezNetwork(config)
-        state = net.state_dict()
-        for name, value in self.weights.float_params.items():
-            state[name] = torch.from_numpy(value.astype(np.float32))
-        net.load_state_dict(state)
-        net.eval().requires_grad_(False)
-        self.net = net.to(self.device)
-        self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config.latent_channels)
+        config = self.weights.config
+        self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
         self.context = IntegerContext(self.weights.context) if self.weights.context else None
+        self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
         self.model_id = self.weights.model_id
         _check_tile_size(tile_size)
         self.tile_size = tile_size
         self._hyper_geometry = integer_hyper_geometry(self.weights.hyper_layers)
-        self._footprints = _transform_footprints(net, config)
+        log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
+                     for side in ("encoder", "decoder")]
+        if any(g.shape != (LEVELS, config["latent_channels"]) for g in log_gains):
+            raise ValueError("weights: quality gain tables have the wrong shape")
+        self._log_gains = dict(zip((False, True), log_gains))
+        self._net = None
+        self._net_lock = threading.Lock()
         self._local = threading.local()
+
+    @property
+    def _torch(self):
+        import torch
+
+        return torch
+
+    @property
+    def net(self):
+        """The float torch network (transforms, gains), built on first use: encoding needs
+        it, decoding on the CPU does not."""
+        if self._net is None:
+            with self._net_lock:
+                if self._net is None:
+                    torch = self._torch
+                    from .model.network import ModelConfig, VaezNetwork
+
+                    config = ModelConfig(**self.weights.config)
+                    # normal tensors even when first used under inference_mode (refine
+                    # differentiates through the synthesis)
+                    with torch.inference_mode(False):
+                        net = VaezNetwork(config)
+                        state = net.state_dict()
+                        for name, value in self.weights.float_params.items():
+                            state[name] = torch.from_numpy(value.astype(np.float32))
+                        net.load_state_dict(state)
+                        net.eval().requires_grad_(False)
+                        self._footprints = _transform_footprints(net, config)
+                        self._net = net.to(self.device)
+        return self._net
 
     @property
     def timings(self) -> dict:
@@ -139,15 +171,19 @@ class Codec:
         return now
 
     def _gain(self, quality: float, decoder: bool) -> np.ndarray:
-        """Per-channel float gain (M, 1, 1) at ``quality``; it only scales values, never picks tables."""
-        from .model.quality import level_from_quality
-
-        level = self._torch.tensor([level_from_quality(quality)], device=self.device)
-        gains = self.net.gains.decoder_gain(level) if decoder else self.net.gains.encoder_gain(level)
-        return gains[0].double().cpu().numpy()
+        """Per-channel float64 gain (M, 1, 1) at ``quality``: the trained log-gains interpolated
+        linearly between the two nearest quality anchors (as `QualityGains` does in training).
+        It only scales values, never picks tables, so float rounding here cannot change what
+        a file decodes to."""
+        table = self._log_gains[decoder]
+        level = level_from_quality(quality)
+        low = min(max(int(np.floor(level)), 0), LEVELS - 2)
+        frac = level - low
+        return np.exp(table[low] * (1 - frac) + table[low + 1] * frac)[:, None, None]
 
     def _footprint(self, name: str):
         """Receptive-field description of ``self.net.<name>`` (see `tiling.footprint`)."""
+        self.net   # traced when the network is built
         if isinstance(self._footprints, Exception):
             raise RuntimeError(f"this model cannot run tiled: {self._footprints}")
         return self._footprints[name]
@@ -192,6 +228,8 @@ class Codec:
 
         if not core:
             return self.net.analysis(read()).cpu().numpy()[0]
+        from .tiling import iter_tiles
+
         fp = self._footprint("analysis")
         y_unit = None
         for rows, cols, tile in iter_tiles(fp, self.net.analysis, padded.shape[:2],
@@ -211,6 +249,8 @@ class Codec:
 
         if not core:
             return torch.round(self.net.hyper_analysis(read())).cpu().double().numpy()[0]
+        from .tiling import iter_tiles
+
         fp = self._footprint("hyper_analysis")
         z = None
         size = y_unit.shape[1:]
@@ -258,7 +298,7 @@ class Codec:
             del rgb
             t = self._stage("analysis", t)
             z = self._hyper_analysis(y_unit, core)
-        z_symbols = np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.int64)
+        z_symbols = clamp(z, -Z_LIMIT, Z_LIMIT).astype(np.int64)
         # Integer hyper-synthesis tile by tile; the symbols q = round(y - mean) come out of
         # the same float64 arithmetic as a whole-image pass, without full-size temporaries.
         gain = self._gain(quality, decoder=False)
@@ -278,7 +318,7 @@ class Codec:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
-                total[:, rows, cols] = np.clip(coordinate + offset[:, None, None],
+                total[:, rows, cols] = clamp(coordinate + offset[:, None, None],
                                                -(1 << 30), 1 << 30)
         del y
         t = self._stage("hyper", t)
@@ -309,8 +349,9 @@ class Codec:
         z_stream = backend.encode(z_symbols.ravel(), z_index.ravel(), self.weights.z_tables)
         sections = {"ZSYM": z_stream}
         if self.context:
-            for name, where in (("YSYM", ~others), ("YSYN", others)):
-                sections[name] = backend.encode(y_symbols[:, where].ravel(), index[:, where].ravel(),
+            for name, second in (("YSYM", False), ("YSYN", True)):
+                sections[name] = backend.encode(checkerboard_half(y_symbols, second).ravel(),
+                                                checkerboard_half(index, second).ravel(),
                                                 self.weights.y_tables)
         else:
             sections["YSYM"] = backend.encode(y_symbols.ravel(), index.ravel(), self.weights.y_tables)
@@ -387,7 +428,7 @@ class Codec:
                 index[:, rows, cols] = index_from_total(coordinate + offset[:, None, None])
                 mean_unit[:, rows, cols] = mean
                 if self.context:
-                    total[:, rows, cols] = np.clip(coordinate + offset[:, None, None],
+                    total[:, rows, cols] = clamp(coordinate + offset[:, None, None],
                                                    -(1 << 30), 1 << 30)
             t = self._stage("hyper", t)
             if self.context:
@@ -418,9 +459,10 @@ class Codec:
         shape = index.shape
         others = non_anchor_mask(shape[1], shape[2])
         t = time.perf_counter()
+        half = (shape[0], shape[1], shape[2] // 2)
         y_symbols = np.zeros(shape, dtype=np.int64)
-        y_symbols[:, ~others] = backend.decode(sections["YSYM"], index[:, ~others].ravel(),
-                                               self.weights.y_tables).reshape(shape[0], -1)
+        set_checkerboard_half(y_symbols, False, backend.decode(
+            sections["YSYM"], checkerboard_half(index, False).ravel(), self.weights.y_tables).reshape(half))
         t = self._stage("entropy", t)
         d_mean = np.zeros(shape, dtype=np.int32)
         for rows, mean, coord in self.context.strips(y_symbols, total):
@@ -430,8 +472,8 @@ class Codec:
             d_mean[:, rows] = mean
         del total
         t = self._stage("context", t)
-        y_symbols[:, others] = backend.decode(sections["YSYN"], index[:, others].ravel(),
-                                              self.weights.y_tables).reshape(shape[0], -1)
+        set_checkerboard_half(y_symbols, True, backend.decode(
+            sections["YSYN"], checkerboard_half(index, True).ravel(), self.weights.y_tables).reshape(half))
         self._stage("entropy", t)
         return y_symbols, d_mean
 
@@ -452,7 +494,6 @@ class Codec:
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
         """
-        torch = self._torch
         _check_tile_size(tile_size)
         self._local.timings = {}
         header, sections, _, y_symbols, (mean_unit, d_mean), _, core = self._decode(data, tile_size)
@@ -463,13 +504,39 @@ class Codec:
         dec_gain = self._gain(header.quality, decoder=True)
         y_hat = np.empty(y_symbols.shape, dtype=np.float32)
         for r0, r1 in tile_starts(y_symbols.shape[1], 16):
-            q = np.clip(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
+            q = clamp(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
             mean = mean_unit[:, r0:r1].astype(np.float64) * enc_gain
             if d_mean is not None:
                 mean += d_mean[:, r0:r1] * (1.0 / (1 << ACT_BITS))
             y_hat[:, r0:r1] = (q + mean) * dec_gain
         del y_symbols, mean_unit, d_mean, q, mean
         height, width = header.height, header.width
+        if self.device == "cpu":
+            rgb = np.empty((height, width, 3), dtype=np.uint8)
+            self.synthesis.render(y_hat, rgb, core // BLOCK)
+        else:
+            rgb = self._torch_synthesis(y_hat, height, width, core)
+        del y_hat
+        t = self._stage("synthesis", t)
+        if header.mode in ("L", "LA"):
+            pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        else:
+            pixels = np.ascontiguousarray(rgb)
+        alpha = None
+        if header.has_alpha:
+            alpha = formats.decode_alpha(sections["ALPH"], header.width, header.height)
+        exif = sections.get("EXIF")
+        if exif is not None:
+            _check_exif(exif)
+        image = formats.to_pil(pixels, alpha, header.mode, sections.get("ICCP"), exif)
+        self._stage("image", t)
+        return image
+
+    def _torch_synthesis(self, y_hat: np.ndarray, height: int, width: int, core: int) -> np.ndarray:
+        """g_s with torch on ``self.device`` (a GPU), tiled when ``core``: (height, width, 3) uint8."""
+        from .tiling import iter_tiles
+
+        torch = self._torch
 
         def to_uint8(x):
             # (1, 3, h, w) float in [0, 1] -> (h, w, 3) uint8
@@ -494,21 +561,7 @@ class Codec:
                     if h > 0 and w > 0:
                         rgb[rows.start:rows.start + h, cols.start:cols.start + w] = to_uint8(
                             tile[:, :, :h, :w])
-        del y_hat
-        t = self._stage("synthesis", t)
-        if header.mode in ("L", "LA"):
-            pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
-        else:
-            pixels = np.ascontiguousarray(rgb)
-        alpha = None
-        if header.has_alpha:
-            alpha = formats.decode_alpha(sections["ALPH"], header.width, header.height)
-        exif = sections.get("EXIF")
-        if exif is not None:
-            _check_exif(exif)
-        image = formats.to_pil(pixels, alpha, header.mode, sections.get("ICCP"), exif)
-        self._stage("image", t)
-        return image
+        return rgb
 
 
 def _check_exif(exif: bytes) -> None:
@@ -521,12 +574,15 @@ def _check_exif(exif: bytes) -> None:
         raise VaezError(f"EXIF section is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def check_device(device):
-    """``device`` as a `torch.device` this machine has, or ValueError with the reason.
+def check_device(device) -> str:
+    """``device`` as the name of a torch device this machine has ("cpu", "cuda", "cuda:1"),
+    or ValueError with the reason. "cpu" is accepted without importing torch.
 
     Only where the transforms run: the entropy coding and the integer hyper-synthesis always
     run on the CPU, so a file written on one device decodes to the same latents on any other.
     """
+    if device == "cpu":
+        return "cpu"
     import torch
 
     try:
@@ -537,7 +593,7 @@ def check_device(device):
         raise ValueError(f"device {device!r} is not available: this torch build sees no CUDA GPU")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r} is not supported (use cpu or cuda)")
-    return dev
+    return "cpu" if dev.type == "cpu" else str(dev)
 
 
 _DEFAULTS: dict[str, Codec] = {}

@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from .spans import tile_starts
 from torch.nn import functional as F
 
 __all__ = ["Footprint", "footprint", "tile_starts", "iter_tiles", "apply_tiled",
@@ -179,11 +181,6 @@ def footprint(module: nn.Module) -> Footprint:
     return Footprint(tuple(ops), output, scale[output], align)
 
 
-def tile_starts(length: int, core: int) -> list[tuple[int, int]]:
-    """Split ``range(length)`` into consecutive ``(start, stop)`` cores of ``core`` positions."""
-    return [(a, min(a + core, length)) for a in range(0, length, core)]
-
-
 def _input_window(fp: Footprint, axis: int, first: int, stop: int, length: int) -> tuple[int, int]:
     """Aligned input slice ``[lo, hi)`` inside ``[0, length)`` covering output ``[first, stop)``."""
     lo, hi = fp.input_span(axis, first, stop - 1)
@@ -234,18 +231,4 @@ def apply_tiled(module: nn.Module, x: torch.Tensor, core: int,
     return out
 
 
-def integer_hyper_geometry(layers) -> tuple[int, int]:
-    """(halo in z positions, output positions per z position) of the integer hyper-synthesis.
-
-    ``layers``: the exported ``(weight, bias, padding, pixel_shuffle_after)`` list run by
-    `IntegerHyperSynthesis` (stride-1 convolutions, PixelShuffle(2) where flagged).
-    """
-    halo, up = Fraction(0), 1
-    for w, _, pad, shuffle in layers:
-        k = w.shape[-1]
-        if k != 2 * pad + 1:
-            raise NotImplementedError("tiling: integer hyper layer is not a centred convolution")
-        halo += Fraction(pad, up)
-        if shuffle:
-            up *= 2
-    return math.ceil(halo), up
+from .model.integer_hyper import integer_hyper_geometry  # noqa: E402,F401  (re-exported)

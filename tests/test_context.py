@@ -108,3 +108,17 @@ def test_the_shipped_model_codes_the_two_halves_in_two_sections(codec):
     del without["YSYN"]
     with pytest.raises(formats.VaezError, match="YSYN"):
         codec.decompress(formats.pack(header, without))
+
+
+def test_checkerboard_halves_are_the_mask_order_and_invert():
+    """The strided halves are exactly the boolean-mask gathers the format is defined by."""
+    from neuralcodec.model.integer_context import checkerboard_half, set_checkerboard_half
+
+    a = np.random.default_rng(0).integers(-50, 50, (3, 8, 12))
+    others = non_anchor_mask(8, 12)
+    rebuilt = np.zeros_like(a)
+    for second, mask in ((False, ~others), (True, others)):
+        half = checkerboard_half(a, second)
+        assert half.shape == (3, 8, 6) and np.array_equal(half.ravel(), a[:, mask].ravel())
+        set_checkerboard_half(rebuilt, second, half)
+    assert np.array_equal(rebuilt, a)

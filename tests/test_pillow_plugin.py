@@ -68,16 +68,17 @@ def test_open_reads_header_then_decodes_on_load(vaez_path, monkeypatch, codec, t
         assert np.array_equal(np.asarray(png), expected)
 
 
-def test_open_does_not_import_torch(vaez_path):
+def test_open_and_decode_do_not_import_torch(vaez_path):
+    """Decoding on the CPU is NumPy only: neither opening nor loading pixels imports torch."""
     script = (
         "import sys\nfrom PIL import Image\nimport neuralcodec\n"
         f"im = Image.open({str(vaez_path)!r})\n"
         "print('OPEN', im.size, im.mode, 'torch' in sys.modules)\n"
-        "im.load()\nprint('LOADED', 'torch' in sys.modules)\n")
+        "im.load()\nprint('LOADED', im.getpixel((0, 0)) is not None, 'torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "OPEN (56, 40) RGB False" in proc.stdout and "LOADED True" in proc.stdout
+    assert "OPEN (56, 40) RGB False" in proc.stdout and "LOADED True False" in proc.stdout
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-COORDINATE_DIVISOR = 16    # the scale coordinate enters the network divided by this
+from .constants import COORDINATE_DIVISOR  # noqa: F401  (the scale coordinate enters divided by this)
 
 
 def anchor_mask(height: int, width: int, device=None) -> torch.Tensor:

@@ -18,10 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-SCALE_COUNT = 64
-SCALE_MIN = 0.11
-SCALE_MAX = 256.0
-LOG_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_COUNT - 1)
+from .constants import LOG_STEP, SCALE_COUNT, SCALE_MAX, SCALE_MIN  # noqa: F401
 
 
 def scale_from_coordinate(t: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,14 @@ the hyperprior plus the quality offset.
 The depthwise 3x3 layer is written out as nine shifted multiply-adds (no convolution routine
 can then pick a transform-based algorithm behind our back); the two 1x1 layers are matrix
 products evaluated only at the non-anchor positions, in row strips with a one-row halo, so
-memory stays bounded on big images.
+memory stays bounded on big images. NumPy only: decoding never imports torch.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .context import COORDINATE_DIVISOR
-from .integer_hyper import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS
-from .network import CONTEXT_Q_LIMIT
+from .constants import CONTEXT_Q_LIMIT, COORDINATE_DIVISOR
+from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, rescale
 
 STRIP_ROWS = 32          # latent rows per strip
 WEIGHT_LIMIT_BITS = 18   # |integer weight| bound checked at load time
@@ -27,11 +25,11 @@ WEIGHT_LIMIT_BITS = 18   # |integer weight| bound checked at load time
 
 def export_context(context) -> dict[str, np.ndarray]:
     """Fixed-point copies of a float `CheckerboardContext` (what goes into the weights file)."""
-    def fixed(t: torch.Tensor, bits: int) -> np.ndarray:
-        value = torch.round(t.detach().double() * (1 << bits))
-        if float(value.abs().max()) > 2 ** 31:
+    def fixed(t, bits: int) -> np.ndarray:   # t: a torch parameter
+        value = np.round(t.detach().double().cpu().numpy() * (1 << bits))
+        if np.abs(value).max() > 2 ** 31:
             raise ValueError("context weight too large for the integer export")
-        return value.numpy().astype(np.int64)
+        return value.astype(np.int64)
 
     return {
         "neighbours": fixed(context.neighbours.weight[:, 0], WEIGHT_BITS),          # (2M, 3, 3)
@@ -47,6 +45,23 @@ def non_anchor_mask(height: int, width: int) -> np.ndarray:
     return (np.add.outer(np.arange(height), np.arange(width)) % 2) == 1
 
 
+def checkerboard_half(a: np.ndarray, second: bool) -> np.ndarray:
+    """The anchors (``second`` False) or the non-anchors of ``a`` (C, H, W), W even, as a
+    (C, H, W/2) array whose ravel() is the coding order: channel by channel, row by row,
+    left to right (the order of ``a[:, mask].ravel()``). Strided copies instead of a
+    boolean-mask gather, which is several times slower."""
+    half = np.empty(a.shape[:2] + (a.shape[2] // 2,), dtype=a.dtype)
+    half[:, 0::2] = a[:, 0::2, int(second)::2]
+    half[:, 1::2] = a[:, 1::2, 1 - int(second)::2]
+    return half
+
+
+def set_checkerboard_half(a: np.ndarray, second: bool, values: np.ndarray) -> None:
+    """Inverse of `checkerboard_half`: write ``values`` (C, H, W/2) into that half of ``a``."""
+    a[:, 0::2, int(second)::2] = values[:, 0::2]
+    a[:, 1::2, 1 - int(second)::2] = values[:, 1::2]
+
+
 class IntegerContext:
     """Runs the exported context: for every non-anchor position, the integer corrections of
     the mean (units of 2**-ACT_BITS, gained domain) and of the scale coordinate (units of
@@ -59,12 +74,13 @@ class IntegerContext:
             if np.abs(arrays[name]).max(initial=0) > 2 ** WEIGHT_LIMIT_BITS:
                 raise ValueError(f"context {name} out of range for exact arithmetic")
         self.neighbours = arrays["neighbours"].astype(np.float64)        # (2M, 3, 3)
-        self.mix_weight = torch.from_numpy(arrays["mix_weight"].astype(np.float64))
-        self.mix_bias = torch.from_numpy(arrays["mix_bias"].astype(np.float64))
-        self.head_weight = torch.from_numpy(arrays["head_weight"].astype(np.float64))
-        self.head_bias = torch.from_numpy(arrays["head_bias"].astype(np.float64))
+        self.mix_weight = arrays["mix_weight"].astype(np.float64)
+        self.mix_bias = arrays["mix_bias"].astype(np.float64)
+        self.head_weight = arrays["head_weight"].astype(np.float64)
+        self.head_bias = arrays["head_bias"].astype(np.float64)
         self.latent_channels = self.head_weight.shape[0] // 2
-        assert self.mix_weight.shape[1] == 3 * self.latent_channels <= 1024
+        if self.mix_weight.shape[1] != 3 * self.latent_channels or self.mix_weight.shape[1] > 1024:
+            raise ValueError("context layer shapes do not fit together")
 
     def strips(self, symbols: np.ndarray, coordinate: np.ndarray):
         """symbols (M, H, W) int (only anchors are read); coordinate (M, H, W) int, the total
@@ -105,7 +121,7 @@ class IntegerContext:
         assert top % 2 == 0 and kept % 2 == 0 and cols % 2 == 0
         p = np.zeros((m, kept + 2, cols + 2), dtype=np.float64)   # zero padding as in training
         # symbols row k is image row first_row + k, padded row 1 + k - skip
-        p[:, 1 - skip:1 - skip + symbols.shape[1], 1:-1] = np.clip(symbols, -CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT)
+        p[:, 1 - skip:1 - skip + symbols.shape[1], 1:-1] = clamp(symbols, -CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT)
         # neighbours (up, down, left, right) of the two sub-grids, as strided views of p
         grids = (
             (p[:, 0:kept:2, 2::2], p[:, 2:kept + 2:2, 2::2], p[:, 1:kept + 1:2, 1:cols + 1:2], p[:, 1:kept + 1:2, 3::2]),
@@ -121,15 +137,17 @@ class IntegerContext:
             signed = sum(w * v for w, v in zip(w_signed, neighbours))
             magnitude = sum(w * np.abs(v) for w, v in zip(w_magnitude, neighbours))
             features = np.concatenate([signed, magnitude]).reshape(2 * m, -1) * (1 << ACT_BITS)
-            coord_feature = np.clip(np.floor_divide(coord.astype(np.int64), COORDINATE_DIVISOR),
-                                    -(1 << ACT_LIMIT_BITS), 1 << ACT_LIMIT_BITS)
-            columns.append(torch.cat([_rescale(torch.from_numpy(features)).clamp_(-limit, limit),
-                                      torch.from_numpy(coord_feature.reshape(m, -1).astype(np.float64))]))
+            coord_feature = clamp(np.floor_divide(coord.astype(np.int64), COORDINATE_DIVISOR),
+                                  -(1 << ACT_LIMIT_BITS), 1 << ACT_LIMIT_BITS)
+            columns.append(np.concatenate([np.clip(rescale(features), -limit, limit),
+                                           coord_feature.reshape(m, -1).astype(np.float64)]))
         split = columns[0].shape[1]
-        hidden = _rescale(torch.addmm(self.mix_bias[:, None], self.mix_weight,
-                                      torch.cat(columns, dim=1))).clamp_(0.0, limit)
-        out = _rescale(torch.addmm(self.head_bias[:, None], self.head_weight, hidden)).clamp_(-limit, limit)
-        out = out.numpy().astype(np.int32)   # |values| <= 2**ACT_LIMIT_BITS
+        hidden = self.mix_weight @ np.concatenate(columns, axis=1)
+        hidden += self.mix_bias[:, None]
+        np.clip(rescale(hidden), 0.0, limit, out=hidden)
+        out = self.head_weight @ hidden
+        out += self.head_bias[:, None]
+        out = np.clip(rescale(out), -limit, limit).astype(np.int32)   # |values| <= 2**ACT_LIMIT_BITS
         mean = np.zeros((m, kept, cols), dtype=np.int32)
         coord = np.zeros((m, kept, cols), dtype=np.int32)
         half = (m, kept // 2, cols // 2)
@@ -138,7 +156,3 @@ class IntegerContext:
             target[:, 1::2, 0::2] = values[:, split:].reshape(half)
         return mean, coord
 
-
-def _rescale(acc: torch.Tensor) -> torch.Tensor:
-    """round(acc / 2**WEIGHT_BITS), exact (a power of two), in place."""
-    return acc.mul_(1.0 / (1 << WEIGHT_BITS)).add_(0.5).floor_()

@@ -3,34 +3,24 @@
 If the decoder's scale for a latent differed from the encoder's by a single table step, the
 range decoder would silently produce garbage. So the trained float `HyperSynthesis` is exported
 to fixed point (weights with `WEIGHT_BITS` fractional bits, activations with `ACT_BITS`) and run
-here on integers held in float64. Every product and partial sum is an integer below 2**53, so
-float64 arithmetic is exact whatever the summation order, thread count or BLAS: the result is
-the same on every machine. Activations are clamped to +-2**ACT_LIMIT_BITS after each layer and
-weights to +-2**15 at export, which bounds every sum (fan-in <= 2**12) well below 2**53.
+here on integers held in float64 (`fixed_point.py`). Every product and partial sum is an
+integer below 2**53, so float64 arithmetic is exact whatever the summation order, thread count
+or BLAS: the result is the same on every machine. Activations are clamped to
++-2**ACT_LIMIT_BITS after each layer and weights to +-2**15 at export, which bounds every sum
+(fan-in <= 2**12) well below 2**53. NumPy only: decoding never imports torch.
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
-import torch
-from torch.nn import functional as F
 
-from .hyperprior import SCALE_COUNT
+from .constants import SCALE_COUNT
+from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, exact_conv, pixel_shuffle, rescale
 
-WEIGHT_BITS = 12
-ACT_BITS = 8
-ACT_LIMIT_BITS = 24
 Z_LIMIT = 1 << 15          # |z| is clamped to this on both sides before entering the network
 HEAD_CHUNK = 2048          # latent positions per chunk of the last (1x1) layer
-
-
-def _exact_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
-    """Convolution as im2col + float64 matrix product: only multiplies and adds of integers,
-    so the result is exact (no Winograd/FFT algorithm can be picked behind our back)."""
-    n, _, h, width = a.shape
-    k = w.shape[-1]
-    cols = F.unfold(a, k, padding=pad)                           # (1, C*k*k, h*w)
-    out = torch.matmul(w.reshape(w.shape[0], -1), cols[0]) + b[:, None]
-    return out.reshape(n, w.shape[0], h, width)
 
 
 class IntegerHyperSynthesis:
@@ -42,12 +32,13 @@ class IntegerHyperSynthesis:
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, int, bool]], latent_channels: int):
         # each layer: (int weight (out, in, k, k), int bias (out,), kernel padding, pixel-shuffle after)
-        self.layers = [(torch.from_numpy(w.astype(np.float64)), torch.from_numpy(b.astype(np.float64)), pad, shuffle)
+        self.layers = [(w.astype(np.float64), b.astype(np.float64), pad, shuffle)
                        for w, b, pad, shuffle in layers]
         self.latent_channels = latent_channels
         for w, _, _, _ in self.layers:
             fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-            assert fan_in <= 4096 and float(w.abs().max()) <= 2 ** 15
+            if fan_in > 4096 or np.abs(w).max(initial=0) > 2 ** 15:
+                raise ValueError("hyper-synthesis layer out of range for exact arithmetic")
 
     def __call__(self, z: np.ndarray, strip_rows: int = 8):
         """Run on horizontal strips of z with a halo wide enough for the receptive field, so
@@ -67,16 +58,16 @@ class IntegerHyperSynthesis:
         return np.concatenate(means, axis=1), np.concatenate(coordinates, axis=1)
 
     def _run(self, z: np.ndarray):
-        a = torch.from_numpy(np.clip(z, -Z_LIMIT, Z_LIMIT).astype(np.float64)[None]) * (1 << ACT_BITS)
+        a = clamp(z, -Z_LIMIT, Z_LIMIT).astype(np.float64) * (1 << ACT_BITS)
         limit = float(1 << ACT_LIMIT_BITS)
         for w, b, pad, shuffle in self.layers[:-1]:
-            a = _rescale(_exact_conv(a, w, b, pad))
+            a = rescale(exact_conv(a, w, b, pad))
             if shuffle:
-                a = F.pixel_shuffle(a, 2)
-            a.clamp_(0.0, limit)                     # ReLU, and keep sums far below 2**53
-        return self._head(a[0])
+                a = pixel_shuffle(a, 2)
+            np.clip(a, 0.0, limit, out=a)            # ReLU, and keep sums far below 2**53
+        return self._head(a)
 
-    def _head(self, a: torch.Tensor):
+    def _head(self, a: np.ndarray):
         """The last layer (1x1: no neighbours) in column chunks: its output is the largest
         tensor of the network, and chunking keeps each temporary in cache instead of paying
         for several full-size float64 arrays (measured: 35 ms instead of 50-170 ms for a
@@ -91,15 +82,12 @@ class IntegerHyperSynthesis:
         coordinate = np.empty((m, flat.shape[1]), dtype=np.int64)
         for start in range(0, flat.shape[1], HEAD_CHUNK):
             part = slice(start, start + HEAD_CHUNK)
-            out = _rescale(torch.addmm(b[:, None], matrix, flat[:, part])).clamp_(-limit, limit)
-            mean[:, part] = out[:m].numpy() * (1.0 / (1 << ACT_BITS))   # exact: a power of two
-            coordinate[:, part] = out[m:].numpy()
+            out = matrix @ flat[:, part]
+            out += b[:, None]
+            np.clip(rescale(out), -limit, limit, out=out)
+            mean[:, part] = out[:m] * (1.0 / (1 << ACT_BITS))   # exact: a power of two
+            coordinate[:, part] = out[m:]
         return mean.reshape(m, rows, cols), coordinate.reshape(m, rows, cols)
-
-
-def _rescale(acc: torch.Tensor) -> torch.Tensor:
-    """Fixed-point rescale after a layer, in place: round(acc / 2**WEIGHT_BITS), exact."""
-    return acc.mul_(1.0 / (1 << WEIGHT_BITS)).add_(0.5).floor_()
 
 
 def level_fraction(quality_hundredths: int, levels: int) -> tuple[int, int, int]:
@@ -127,12 +115,15 @@ def quality_offset(offsets: np.ndarray, quality_hundredths: int) -> np.ndarray:
 
 def index_from_total(total: np.ndarray) -> np.ndarray:
     """Scale index from a total coordinate (2**-ACT_BITS table steps): round and clip."""
-    return np.clip((total.astype(np.int64) + (1 << (ACT_BITS - 1))) >> ACT_BITS, 0, SCALE_COUNT - 1)
+    index = total.astype(np.int64)      # a copy
+    index += 1 << (ACT_BITS - 1)
+    index >>= ACT_BITS
+    return clamp(index, 0, SCALE_COUNT - 1, out=index)
 
 
-def export_gain_offsets(encoder_log_gain: torch.Tensor) -> np.ndarray:
-    """(LEVELS, M) float log-gains -> int64 offsets in 2**-ACT_BITS table steps."""
-    from .hyperprior import LOG_STEP
+def export_gain_offsets(encoder_log_gain) -> np.ndarray:
+    """(LEVELS, M) float log-gains (a torch parameter) -> int64 offsets in 2**-ACT_BITS table steps."""
+    from .constants import LOG_STEP
 
     return np.round(encoder_log_gain.detach().double().numpy() / LOG_STEP * (1 << ACT_BITS)).astype(np.int64)
 
@@ -141,9 +132,26 @@ def export_layers(hyper_synthesis) -> list[tuple[np.ndarray, np.ndarray, int, bo
     """Fixed-point copies of a float `HyperSynthesis` (what goes into the weights file)."""
     layers = []
     for conv, shuffle in zip(hyper_synthesis.convs, hyper_synthesis.shuffle_after):
-        w = torch.round(conv.weight.detach().double() * (1 << WEIGHT_BITS))
-        b = torch.round(conv.bias.detach().double() * (1 << (WEIGHT_BITS + ACT_BITS)))
-        if float(w.abs().max()) > 2 ** 15:
+        w = np.round(conv.weight.detach().double().cpu().numpy() * (1 << WEIGHT_BITS))
+        b = np.round(conv.bias.detach().double().cpu().numpy() * (1 << (WEIGHT_BITS + ACT_BITS)))
+        if np.abs(w).max() > 2 ** 15:
             raise ValueError("hyper-synthesis weight too large for the integer export")
-        layers.append((w.numpy().astype(np.int32), b.numpy().astype(np.int64), conv.padding[0], shuffle))
+        layers.append((w.astype(np.int32), b.astype(np.int64), conv.padding[0], shuffle))
     return layers
+
+
+def integer_hyper_geometry(layers) -> tuple[int, int]:
+    """(halo in z positions, output positions per z position) of the integer hyper-synthesis.
+
+    ``layers``: the exported ``(weight, bias, padding, pixel_shuffle_after)`` list run by
+    `IntegerHyperSynthesis` (stride-1 convolutions, PixelShuffle(2) where flagged).
+    """
+    halo, up = Fraction(0), 1
+    for w, _, pad, shuffle in layers:
+        k = w.shape[-1]
+        if k != 2 * pad + 1:
+            raise NotImplementedError("tiling: integer hyper layer is not a centred convolution")
+        halo += Fraction(pad, up)
+        if shuffle:
+            up *= 2
+    return math.ceil(halo), up

@@ -17,8 +17,7 @@ from .hyperprior import LOG_STEP, SCALE_MIN, FactorizedPrior, HyperAnalysis, Hyp
 from .quality import QualityGains, lambda_at
 from .transforms import Analysis, Synthesis
 
-PAD_MULTIPLE = 32   # y is at 1/8, z at 1/32 of the image
-CONTEXT_Q_LIMIT = 4096   # anchor symbols enter the context clipped to +-this (both sides alike)
+from .constants import CONTEXT_Q_LIMIT, PAD_MULTIPLE  # noqa: F401,E402
 
 
 @dataclass(frozen=True)

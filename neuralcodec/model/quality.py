@@ -13,15 +13,9 @@ import math
 import torch
 from torch import nn
 
-LEVELS = 8
+from .constants import LEVELS, level_from_quality  # noqa: E402,F401
 LAMBDA_MIN = 0.0002     # weight of 255^2 * MSE against bits per pixel at the lowest level
 LAMBDA_MAX = 0.12       # ... and at the highest level
-
-
-def level_from_quality(quality: float) -> float:
-    """Quality 1..100 -> continuous level 0..LEVELS-1."""
-    q = min(max(float(quality), 1.0), 100.0)
-    return (q - 1.0) / 99.0 * (LEVELS - 1)
 
 
 def lambda_at(level: torch.Tensor) -> torch.Tensor:

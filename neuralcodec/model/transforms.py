@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BLOCK = 8          # pixels per latent position along each axis
+from .constants import BLOCK  # noqa: E402  (pixels per latent position along each axis)
 WINDOW = 16        # analysis window (lapped: 4 pixels of overlap on every side)
 
 

@@ -1,0 +1,102 @@
+"""The synthesis transform g_s in plain NumPy, so that decoding on a CPU never imports torch.
+
+Importing torch costs well over a second, longer than the whole decode; the CPU decoder
+therefore runs the exported float weights here. The layers are the same as `Synthesis`
+(`transforms.py`): residual blocks (3x3 conv, ReLU, 1x1 conv, skip) and a 3x3 conv into
+PixelShuffle(8), all in float32.
+
+How a 3x3 convolution becomes nine matrix products without copying: the latent is kept
+channels-last in a zero-bordered grid flattened to ``((H + 2) * (W + 2) + 2, C)`` rows. The
+tap (dy, dx) of every output position is then the contiguous row range starting at
+``dy * (W + 2) + dx``; outputs are computed on the ``H * (W + 2)`` rows of the padded width,
+whose two extra columns per row land exactly on the border columns of the grid and are zeroed
+again after every layer. Each product is a BLAS sgemm on a view.
+
+Results equal torch's to float32 rounding (pixels agree up to one step of 255); the same NumPy
+on the same machine gives identical pixels whatever the strip height, since each output row's
+sums run in the same order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import BLOCK
+
+
+class NumpySynthesis:
+    """Runs ``synthesis.*`` float weights: y_hat (M, h, w) float32 -> RGB uint8 (8h, 8w, 3)."""
+
+    def __init__(self, params: dict[str, np.ndarray], blocks: int, prefix: str = "synthesis."):
+        def get(name):
+            return np.asarray(params[prefix + name], dtype=np.float32)
+
+        def taps(weight):   # (Cout, Cin, 3, 3) -> (3, 3, Cin, Cout)
+            if weight.shape[2:] != (3, 3):
+                raise ValueError("synthesis layer is not a 3x3 convolution")
+            return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+
+        self.blocks = []
+        for i in range(blocks):
+            w2 = get(f"blocks.{i}.conv2.weight")
+            if w2.shape[2:] != (1, 1):
+                raise ValueError("synthesis residual block does not end in a 1x1 convolution")
+            self.blocks.append((taps(get(f"blocks.{i}.conv1.weight")), get(f"blocks.{i}.conv1.bias"),
+                                np.ascontiguousarray(w2[:, :, 0, 0].T), get(f"blocks.{i}.conv2.bias")))
+        self.to_blocks = (taps(get("to_blocks.weight")), get("to_blocks.bias"))
+        if self.to_blocks[0].shape[3] != 3 * BLOCK * BLOCK:
+            raise ValueError("synthesis output does not fit PixelShuffle(8) to RGB")
+        self.halo = blocks + 1      # latent rows of context each output row needs (one per 3x3 layer)
+
+    def render(self, y_hat: np.ndarray, out: np.ndarray, strip_rows: int = 0) -> None:
+        """Write the image of ``y_hat`` (M, h, w) into ``out`` (<= 8h, <= 8w, 3) uint8, cropping
+        to ``out``'s size. ``strip_rows`` > 0 runs strips of that many latent rows with a halo
+        (bounded memory on big images); 0 runs the whole latent at once."""
+        rows = y_hat.shape[1]
+        step = strip_rows or rows
+        for top in range(0, rows, step):
+            bottom = min(top + step, rows)
+            if top * BLOCK >= out.shape[0]:
+                break
+            lo, hi = max(top - self.halo, 0), min(bottom + self.halo, rows)
+            pixels = self._run(y_hat[:, lo:hi])[(top - lo) * BLOCK:(bottom - lo) * BLOCK]
+            height = min(pixels.shape[0], out.shape[0] - top * BLOCK)
+            out[top * BLOCK:top * BLOCK + height] = pixels[:height, :out.shape[1]]
+
+    def _run(self, y: np.ndarray) -> np.ndarray:
+        channels, height, width = y.shape
+        pitch = width + 2
+        n = height * pitch
+        grid = np.zeros(((height + 2) * pitch + 2, channels), dtype=np.float32)
+        grid[:(height + 2) * pitch].reshape(height + 2, pitch, channels)[1:-1, 1:-1] = y.transpose(1, 2, 0)
+        inner = grid[pitch + 1:pitch + 1 + n]                   # output row r*pitch + c -> pixel (r, c)
+        border = inner.reshape(height, pitch, channels)[:, width:]   # the two wrapped columns
+        hidden = self.blocks[0][0].shape[3] if self.blocks else 0
+        h, scratch = np.empty((n, hidden), np.float32), np.empty((n, hidden), np.float32)
+        residual = np.empty((n, channels), np.float32)
+        for w1, b1, w2, b2 in self.blocks:
+            _conv3x3(grid, pitch, n, w1, b1, h, scratch)
+            np.maximum(h, 0.0, out=h)
+            np.matmul(h, w2, out=residual)
+            residual += b2
+            inner += residual
+            border[:] = 0.0
+        del h, scratch, residual
+        weight, bias = self.to_blocks
+        out = np.empty((n, weight.shape[3]), np.float32)
+        _conv3x3(grid, pitch, n, weight, bias, out, np.empty_like(out))
+        np.clip(out, 0.0, 1.0, out=out)
+        out *= 255.0
+        np.rint(out, out=out)
+        # channel c*64 + i*8 + j of latent (r, x) is pixel (8r + i, 8x + j), colour c
+        cube = out.astype(np.uint8).reshape(height, pitch, 3, BLOCK, BLOCK)[:, :width]
+        return np.ascontiguousarray(cube.transpose(0, 3, 1, 4, 2)).reshape(height * BLOCK, width * BLOCK, 3)
+
+
+def _conv3x3(grid, pitch, n, taps, bias, out, scratch) -> None:
+    """out (n, Cout) = bias + sum over the nine taps of shifted grid rows @ tap weights."""
+    out[:] = bias
+    for dy in range(3):
+        for dx in range(3):
+            start = dy * pitch + dx
+            np.matmul(grid[start:start + n], taps[dy, dx], out=scratch)
+            out += scratch
