@@ -21,6 +21,11 @@ import os
 import shutil
 import sys
 
+# Before NumPy or torch load (imported lazily below): keep the two libraries' thread pools
+# from spinning against each other (see neuralcodec.THREAD_SETTINGS, which this mirrors).
+for _name, _value in (("OPENBLAS_THREAD_TIMEOUT", "4"), ("OMP_WAIT_POLICY", "PASSIVE")):
+    os.environ.setdefault(_name, _value)
+
 PROG = "vaez"
 VAEZ_SUFFIX = ".vaez"
 STDIO = "-"

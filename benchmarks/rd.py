@@ -66,10 +66,10 @@ if __package__ in (None, ""):
     # Run as a script (python benchmarks/rd.py): make the repository importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import neuralcodec  # light, and before NumPy for its thread-pool settings (THREAD_SETTINGS)
 import numpy as np
 from PIL import Image, ImageOps, features
 
-import neuralcodec  # light: torch and the weights load on the first compress()
 from benchmarks.bdrate import bd_rate_result
 from benchmarks.common import set_threads, start_command
 from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr

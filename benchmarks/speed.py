@@ -60,6 +60,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import neuralcodec  # noqa: E402,F401  (before NumPy: its thread-pool settings, see THREAD_SETTINGS)
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 

@@ -311,15 +311,15 @@ class Codec:
         mean_unit_all = np.empty(y_shape, dtype=_MEAN_DTYPE) if self.context else None
         total = np.empty(y_shape, dtype=np.int32) if self.context else None
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-            index[:, rows, cols] = index_from_total(coordinate + offset[:, None, None])
+            coordinate += offset[:, None, None]              # the total coordinate, in place
             y = y_unit[:, rows, cols].astype(np.float64) * gain
             y_symbols[:, rows, cols] = np.round(y - mean_unit * gain)
             if effort:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
-                total[:, rows, cols] = clamp(coordinate + offset[:, None, None],
-                                               -(1 << 30), 1 << 30)
+                total[:, rows, cols] = clamp(coordinate, -(1 << 30), 1 << 30)
+            index[:, rows, cols] = index_from_total(coordinate, out=coordinate)
         del y
         t = self._stage("hyper", t)
         others = non_anchor_mask(y_shape[1], y_shape[2]) if self.context else None
@@ -425,11 +425,11 @@ class Codec:
             mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
             total = np.empty(y_shape, dtype=np.int32) if self.context else None
             for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-                index[:, rows, cols] = index_from_total(coordinate + offset[:, None, None])
-                mean_unit[:, rows, cols] = mean
+                coordinate += offset[:, None, None]          # the total coordinate, in place
                 if self.context:
-                    total[:, rows, cols] = clamp(coordinate + offset[:, None, None],
-                                                   -(1 << 30), 1 << 30)
+                    total[:, rows, cols] = clamp(coordinate, -(1 << 30), 1 << 30)
+                index[:, rows, cols] = index_from_total(coordinate, out=coordinate)
+                mean_unit[:, rows, cols] = mean
             t = self._stage("hyper", t)
             if self.context:
                 y_symbols, d_mean = self._decode_with_context(sections, backend, index, total)
@@ -498,18 +498,19 @@ class Codec:
         self._local.timings = {}
         header, sections, _, y_symbols, (mean_unit, d_mean), _, core = self._decode(data, tile_size)
         t = time.perf_counter()
-        # y_hat = (q + mean) / gain, in row strips: the same float64 arithmetic per element
-        # as a whole-array expression, but no full-size float64 temporaries.
-        enc_gain = self._gain(header.quality, decoder=False)
-        dec_gain = self._gain(header.quality, decoder=True)
+        # y_hat = (q + mean) * decoder gain, in float32 (what the synthesis takes) and in row
+        # strips (no full-size temporaries)
+        enc_gain = self._gain(header.quality, decoder=False).astype(np.float32)
+        dec_gain = self._gain(header.quality, decoder=True).astype(np.float32)
         y_hat = np.empty(y_symbols.shape, dtype=np.float32)
         for r0, r1 in tile_starts(y_symbols.shape[1], 16):
-            q = clamp(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
-            mean = mean_unit[:, r0:r1].astype(np.float64) * enc_gain
+            part = y_hat[:, r0:r1]
+            np.multiply(mean_unit[:, r0:r1], enc_gain, out=part)
             if d_mean is not None:
-                mean += d_mean[:, r0:r1] * (1.0 / (1 << ACT_BITS))
-            y_hat[:, r0:r1] = (q + mean) * dec_gain
-        del y_symbols, mean_unit, d_mean, q, mean
+                part += d_mean[:, r0:r1] * np.float32(1.0 / (1 << ACT_BITS))
+            part += clamp(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
+            part *= dec_gain
+        del y_symbols, mean_unit, d_mean
         height, width = header.height, header.width
         if self.device == "cpu":
             rgb = np.empty((height, width, 3), dtype=np.uint8)

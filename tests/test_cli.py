@@ -552,3 +552,14 @@ def test_bench_runs_rd_main(tmp_path, capsys, monkeypatch):
         SystemExit("error: kodak is not a directory")))
     code, _, err = run(capsys, "bench", "kodak")
     assert code == 1 and err == "vaez: error: kodak is not a directory\n"
+
+
+def test_thread_settings_match_the_library():
+    """The CLI sets the same thread-pool settings as `import neuralcodec` (before NumPy loads)."""
+    import re
+
+    import neuralcodec
+
+    text = (ROOT / "cli.py").read_text()
+    pairs = dict(re.findall(r'\("([A-Z_]+)", "([^"]+)"\)', text.split("PROG = ")[0]))
+    assert pairs == neuralcodec.THREAD_SETTINGS

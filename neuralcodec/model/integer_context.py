@@ -89,7 +89,7 @@ class IntegerContext:
         Yields ``(rows, d_mean, d_coordinate)`` per strip of latent rows: int32 arrays
         (M, strip rows, W), zero at anchors. Strips let the caller consume the corrections
         without full-size temporaries."""
-        m, rows, cols = symbols.shape
+        rows = symbols.shape[1]
         for top in range(0, rows, STRIP_ROWS):
             bottom = min(top + STRIP_ROWS, rows)
             lo, hi = max(top - 1, 0), min(bottom + 1, rows)

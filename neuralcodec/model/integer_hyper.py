@@ -113,9 +113,15 @@ def quality_offset(offsets: np.ndarray, quality_hundredths: int) -> np.ndarray:
     return (offsets[i].astype(np.int64) * (d - f) + offsets[i + 1].astype(np.int64) * f) // d
 
 
-def index_from_total(total: np.ndarray) -> np.ndarray:
-    """Scale index from a total coordinate (2**-ACT_BITS table steps): round and clip."""
-    index = total.astype(np.int64)      # a copy
+def index_from_total(total: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Scale index from a total coordinate (2**-ACT_BITS table steps): round and clip.
+    ``out``: an int64 array to work in (may be ``total`` itself); a new one when None."""
+    if out is None:
+        index = total.astype(np.int64)
+    else:
+        index = out
+        if out is not total:
+            np.copyto(out, total)
     index += 1 << (ACT_BITS - 1)
     index >>= ACT_BITS
     return clamp(index, 0, SCALE_COUNT - 1, out=index)
