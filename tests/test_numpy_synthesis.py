@@ -85,3 +85,16 @@ def test_cli_decompress_does_not_import_torch(tmp_path, codec):
     with Image.open(tmp_path / "a.png") as back:
         expected = np.asarray(codec.decompress((tmp_path / "a.vaez").read_bytes()))
         assert np.array_equal(np.asarray(back), expected)   # same pixels as the API, same machine
+
+
+@pytest.mark.parametrize("core", [0, 64])
+def test_gpu_path_synthesis_agrees_with_the_cpu_decoder(codec, core):
+    """The torch synthesis the codec uses on a GPU (run here on the CPU, untiled and tiled)
+    gives the NumPy decoder's pixels to within one step."""
+    y_hat = (np.random.default_rng(4).standard_normal((192, 12, 16)) * 0.3).astype(np.float32)
+    height, width = 93, 125        # cropped like an odd-sized image
+    expected = np.zeros((height, width, 3), np.uint8)
+    codec.synthesis.render(y_hat, expected, core // 8)
+    got = codec._torch_synthesis(y_hat, height, width, core)
+    diff = np.abs(got.astype(np.int32) - expected)
+    assert got.shape == expected.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
