@@ -3,8 +3,8 @@
 Commands: ``compress`` (files or a whole folder tree; a quality, or a size / bpp / PSNR
 target), ``decompress`` (files or a folder tree), ``info`` (header and metadata), ``inspect``
 (a diagnostic figure, needs matplotlib) and ``bench`` (``benchmarks/rd.py``). Only the
-commands that code pixels load torch and the model; ``--help``, ``--version`` and ``info``
-stay light. Every output is written atomically by ``formats.atomic_write`` (a temporary file
+commands that code pixels load the model (and torch, to encode: decoding is NumPy only);
+``--help``, ``--version`` and ``info`` stay light. Every output is written atomically by ``formats.atomic_write`` (a temporary file
 in the target directory, then a rename), an existing file is only replaced with ``--force``
 (or, for a folder input, when it is older than its input), and the inputs are never written
 to. Errors are reported as one line ``vaez: error: <file>: <message>``; exit status 0 on
@@ -421,7 +421,7 @@ def _check_output(src: str, dst: str, force: bool, written: dict[str, str]) -> N
 
 
 def _codec(device: str = "cpu"):
-    from neuralcodec.codec import default_codec  # torch is imported here, not before
+    from neuralcodec.codec import default_codec  # the model loads here (torch: only to encode)
 
     try:
         return default_codec(device)

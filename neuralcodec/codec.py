@@ -8,7 +8,8 @@ probabilities, so a file decodes to the same latents on every machine; a CRC32 o
 in the header turns any mismatch into an error instead of garbage.
 
 Big images: above `TILE_ABOVE_PIXELS` the analysis, hyper-analysis and synthesis transforms
-run on overlapping tiles (`tiling.py`) whose halos cover their receptive fields, so memory
+run on overlapping tiles whose halos cover their receptive fields (torch transforms through
+`tiling.py`, the CPU decoder's NumPy synthesis through `NumpySynthesis.render`), so memory
 stays bounded and the result equals the untiled one up to float summation order. The integer
 hyper-synthesis always runs on tiles of z (exactly: integer arithmetic), and the per-latent
 arithmetic around it works tile by tile without full-size float64 temporaries. Entropy coding
@@ -72,9 +73,12 @@ _FOOTPRINTS_LOCK = threading.Lock()
 def _transform_footprints(net, config) -> dict | NotImplementedError:
     """Receptive fields of the tiled transforms, traced once per process and architecture.
 
-    Traced when the network is built rather than on the first big image: torch.fx patches
-    ``nn.Module.__call__`` process-wide while it traces, which must not overlap with other
-    threads running the network (the caller holds the codec's network lock).
+    Traced when the network is built (first encode or GPU decode of a codec) rather than on
+    the first big image: torch.fx patches ``nn.Module.__call__`` process-wide while it
+    traces. The codec's network lock keeps its own threads waiting meanwhile; the trace is
+    cached per architecture, so at most one trace per process could overlap another codec's
+    torch work, and only if a second codec with a new architecture starts encoding while
+    another already is.
     """
     from .tiling import footprint
 
@@ -114,15 +118,21 @@ class Codec:
         self.device = check_device(device)
         self.weights = weights if isinstance(weights, Weights) else load_weights(weights)
         config = self.weights.config
-        self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
-        self.context = IntegerContext(self.weights.context) if self.weights.context else None
-        self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
+        try:
+            self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
+            self.context = IntegerContext(self.weights.context) if self.weights.context else None
+            self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
+        except KeyError as exc:
+            raise ValueError(f"weights file {self.weights.model_id}: missing {exc}") from None
         self.model_id = self.weights.model_id
         _check_tile_size(tile_size)
         self.tile_size = tile_size
         self._hyper_geometry = integer_hyper_geometry(self.weights.hyper_layers)
-        log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
-                     for side in ("encoder", "decoder")]
+        try:
+            log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
+                         for side in ("encoder", "decoder")]
+        except KeyError as exc:
+            raise ValueError(f"weights file {self.weights.model_id}: missing {exc}") from None
         if any(g.shape != (LEVELS, config["latent_channels"]) for g in log_gains):
             raise ValueError("weights: quality gain tables have the wrong shape")
         self._log_gains = dict(zip((False, True), log_gains))
@@ -154,7 +164,11 @@ class Codec:
                         state = net.state_dict()
                         for name, value in self.weights.float_params.items():
                             state[name] = torch.from_numpy(value.astype(np.float32))
-                        net.load_state_dict(state)
+                        try:
+                            net.load_state_dict(state)
+                        except RuntimeError as exc:   # names or shapes that do not fit
+                            raise ValueError(f"weights file {self.model_id} does not fit "
+                                             f"the network: {exc}") from None
                         net.eval().requires_grad_(False)
                         self._footprints = _transform_footprints(net, config)
                         self._net = net.to(self.device)
@@ -496,7 +510,9 @@ class Codec:
         """
         _check_tile_size(tile_size)
         self._local.timings = {}
-        header, sections, _, y_symbols, (mean_unit, d_mean), _, core = self._decode(data, tile_size)
+        header, sections, z_symbols, y_symbols, (mean_unit, d_mean), index, core = self._decode(
+            data, tile_size)
+        del z_symbols, index           # up to a byte per latent: not kept through the synthesis
         t = time.perf_counter()
         # y_hat = (q + mean) * decoder gain, in float32 (what the synthesis takes) and in row
         # strips (no full-size temporaries)

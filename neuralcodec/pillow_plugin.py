@@ -7,8 +7,8 @@ by format id) have nothing to do with how the codec works.
 
 Opening is cheap: ``_open`` reads the fixed header (size, mode, quality, coder, model) and the
 ICC/EXIF sections that the container places right after it, and nothing else. The pixels are
-decoded on ``load()``, the first time they are needed; only then are torch and the model
-imported, so ``import neuralcodec`` (which registers this plugin) stays light.
+decoded on ``load()``, the first time they are needed; only then is the model loaded (decoding
+never imports torch), so ``import neuralcodec`` (which registers this plugin) stays light.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class VaezImageFile(ImageFile.ImageFile):
                 raise OSError("cannot load this image: its file is closed")
             self.fp.seek(self._vaez_start)
             data = self.fp.read()
-            from .codec import default_codec  # torch and the weights load here, not at open
+            from .codec import default_codec  # the weights load here, not at open
 
             try:
                 image = default_codec().decompress(data)

@@ -1,4 +1,5 @@
-"""Splitting an axis into consecutive tile cores (shared by the torch tiling and the NumPy strips)."""
+"""Splitting an axis into consecutive tile cores (shared by the torch tiling, the NumPy
+synthesis tiles and the codec's row strips)."""
 from __future__ import annotations
 
 

@@ -49,15 +49,15 @@ def test_matches_torch_synthesis(random_synthesis):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
-@pytest.mark.parametrize("strip_rows", [1, 2, 3, 5])
-def test_strips_and_crops_match_the_whole(random_synthesis, strip_rows):
+@pytest.mark.parametrize("tile", [1, 2, 3, 5])
+def test_tiles_and_crops_match_the_whole(random_synthesis, tile):
     net, synthesis = random_synthesis
-    y = np.random.default_rng(strip_rows).standard_normal((192, 9, 6)).astype(np.float32) * 0.3
-    whole = np.zeros((72, 48, 3), np.uint8)
+    y = np.random.default_rng(tile).standard_normal((192, 9, 11)).astype(np.float32) * 0.3
+    whole = np.zeros((72, 88, 3), np.uint8)
     synthesis.render(y, whole)
-    cropped = np.zeros((67, 45, 3), np.uint8)     # odd image size: the decoder crops the padding
-    synthesis.render(y, cropped, strip_rows)
-    diff = np.abs(cropped.astype(np.int32) - whole[:67, :45])
+    cropped = np.zeros((67, 85, 3), np.uint8)     # odd image size: the decoder crops the padding
+    synthesis.render(y, cropped, tile)             # tiles in both directions, with halos
+    diff = np.abs(cropped.astype(np.int32) - whole[:67, :85])
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
@@ -98,3 +98,25 @@ def test_gpu_path_synthesis_agrees_with_the_cpu_decoder(codec, core):
     got = codec._torch_synthesis(y_hat, height, width, core)
     diff = np.abs(got.astype(np.int32) - expected)
     assert got.shape == expected.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_quality_gains_match_the_trained_module(codec):
+    """The codec's NumPy gain interpolation equals `QualityGains` (which training used)."""
+    from neuralcodec.model.constants import level_from_quality
+
+    for quality in (1, 13.37, 50, 99.99, 100):
+        level = torch.tensor([level_from_quality(quality)])
+        for decoder, module in ((False, codec.net.gains.encoder_gain),
+                                (True, codec.net.gains.decoder_gain)):
+            expected = module(level)[0].double().numpy()
+            np.testing.assert_allclose(codec._gain(quality, decoder), expected, rtol=1e-6)
+
+
+def test_weights_lacking_synthesis_tensors_are_refused_clearly(codec):
+    from dataclasses import replace
+
+    from neuralcodec.codec import Codec
+
+    params = {k: v for k, v in codec.weights.float_params.items() if k != "synthesis.to_blocks.bias"}
+    with pytest.raises(ValueError, match="synthesis.to_blocks.bias"):
+        Codec(replace(codec.weights, float_params=params))

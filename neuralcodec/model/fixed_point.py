@@ -15,8 +15,9 @@ ACT_LIMIT_BITS = 24
 
 
 def clamp(a: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
-    """np.clip(a, low, high) for integer arrays, several times faster: NumPy's clip takes a
-    slow path for int64 (measured 25 ms against 6 ms for a 768x512 image's latent)."""
+    """np.clip(a, low, high), several times faster on integer arrays: NumPy's clip takes a
+    slow path for int64 (measured 25 ms against 6 ms for a 768x512 image's latent). Same
+    result as np.clip for floats too (NaN included)."""
     out = np.maximum(a, low, out=out)
     return np.minimum(out, high, out=out)
 

@@ -12,14 +12,16 @@ tap (dy, dx) of every output position is then the contiguous row range starting 
 whose two extra columns per row land exactly on the border columns of the grid and are zeroed
 again after every layer. Each product is a BLAS sgemm on a view.
 
-Results equal torch's to float32 rounding (pixels agree up to one step of 255); the same NumPy
-on the same machine gives identical pixels whatever the strip height, since each output row's
-sums run in the same order.
+Results equal torch's to float32 rounding (pixels agree up to one step of 255). A file always
+decodes the same way on the same machine (the tiling depends only on the image size and the
+codec's ``tile_size``); other tilings agree to within one step, as BLAS may sum differently for
+matrices of other shapes.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..spans import tile_starts
 from .constants import BLOCK
 
 
@@ -47,20 +49,21 @@ class NumpySynthesis:
             raise ValueError("synthesis output does not fit PixelShuffle(8) to RGB")
         self.halo = blocks + 1      # latent rows of context each output row needs (one per 3x3 layer)
 
-    def render(self, y_hat: np.ndarray, out: np.ndarray, strip_rows: int = 0) -> None:
+    def render(self, y_hat: np.ndarray, out: np.ndarray, tile: int = 0) -> None:
         """Write the image of ``y_hat`` (M, h, w) into ``out`` (<= 8h, <= 8w, 3) uint8, cropping
-        to ``out``'s size. ``strip_rows`` > 0 runs strips of that many latent rows with a halo
-        (bounded memory on big images); 0 runs the whole latent at once."""
-        rows = y_hat.shape[1]
-        step = strip_rows or rows
-        for top in range(0, rows, step):
-            bottom = min(top + step, rows)
-            if top * BLOCK >= out.shape[0]:
-                break
-            lo, hi = max(top - self.halo, 0), min(bottom + self.halo, rows)
-            pixels = self._run(y_hat[:, lo:hi])[(top - lo) * BLOCK:(bottom - lo) * BLOCK]
-            height = min(pixels.shape[0], out.shape[0] - top * BLOCK)
-            out[top * BLOCK:top * BLOCK + height] = pixels[:height, :out.shape[1]]
+        to ``out``'s size. ``tile`` > 0 runs square tiles of that many latent positions per
+        side, each with a halo of `halo` positions (memory bounded by the tile, whatever the
+        image's size or shape); 0 runs the whole latent at once."""
+        for rows, cols, keep_rows, keep_cols in _tiles(y_hat.shape[1:], tile, self.halo):
+            top, left = keep_rows.start * BLOCK, keep_cols.start * BLOCK
+            height = min((keep_rows.stop - keep_rows.start) * BLOCK, out.shape[0] - top)
+            width = min((keep_cols.stop - keep_cols.start) * BLOCK, out.shape[1] - left)
+            if height <= 0 or width <= 0:
+                continue          # a tile entirely in the padding
+            pixels = self._run(y_hat[:, rows, cols])
+            row0 = (keep_rows.start - rows.start) * BLOCK
+            col0 = (keep_cols.start - cols.start) * BLOCK
+            out[top:top + height, left:left + width] = pixels[row0:row0 + height, col0:col0 + width]
 
     def _run(self, y: np.ndarray) -> np.ndarray:
         channels, height, width = y.shape
@@ -90,6 +93,16 @@ class NumpySynthesis:
         # channel c*64 + i*8 + j of latent (r, x) is pixel (8r + i, 8x + j), colour c
         cube = out.astype(np.uint8).reshape(height, pitch, 3, BLOCK, BLOCK)[:, :width]
         return np.ascontiguousarray(cube.transpose(0, 3, 1, 4, 2)).reshape(height * BLOCK, width * BLOCK, 3)
+
+
+def _tiles(size: tuple[int, int], tile: int, halo: int):
+    """``(rows, cols, keep_rows, keep_cols)`` slices of latent positions: each tile's input
+    window (core plus halo, clipped to the latent) and its core."""
+    for top, bottom in tile_starts(size[0], tile or size[0]):
+        for left, right in tile_starts(size[1], tile or size[1]):
+            yield (slice(max(top - halo, 0), min(bottom + halo, size[0])),
+                   slice(max(left - halo, 0), min(right + halo, size[1])),
+                   slice(top, bottom), slice(left, right))
 
 
 def _conv3x3(grid, pitch, n, taps, bias, out, scratch) -> None:
