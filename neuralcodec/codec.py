@@ -40,7 +40,7 @@ from .model.fixed_point import clamp
 from .model.integer_hyper import (ACT_BITS, ACT_LIMIT_BITS, Z_LIMIT, IntegerHyperSynthesis,
                                   index_from_total, integer_hyper_geometry, quality_offset)
 from .model.numpy_synthesis import NumpySynthesis
-from .spans import tile_starts
+from .spans import halo_windows, tile_starts
 from .weights import Weights, load_weights
 
 TILE_ABOVE_PIXELS = 1 << 21   # padded images with more pixels than this run their transforms tiled
@@ -122,17 +122,14 @@ class Codec:
             self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
             self.context = IntegerContext(self.weights.context) if self.weights.context else None
             self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
+            log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
+                         for side in ("encoder", "decoder")]
         except KeyError as exc:
             raise ValueError(f"weights file {self.weights.model_id}: missing {exc}") from None
         self.model_id = self.weights.model_id
         _check_tile_size(tile_size)
         self.tile_size = tile_size
         self._hyper_geometry = integer_hyper_geometry(self.weights.hyper_layers)
-        try:
-            log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
-                         for side in ("encoder", "decoder")]
-        except KeyError as exc:
-            raise ValueError(f"weights file {self.weights.model_id}: missing {exc}") from None
         if any(g.shape != (LEVELS, config["latent_channels"]) for g in log_gains):
             raise ValueError("weights: quality gain tables have the wrong shape")
         self._log_gains = dict(zip((False, True), log_gains))
@@ -220,16 +217,25 @@ class Codec:
         """
         halo, up = self._hyper_geometry
         _, rows, cols = z_symbols.shape
-        for r0, r1 in tile_starts(rows, core):
-            lo_r, hi_r = max(r0 - halo, 0), min(r1 + halo, rows)
-            for c0, c1 in tile_starts(cols, core):
-                lo_c, hi_c = max(c0 - halo, 0), min(c1 + halo, cols)
-                mean, coordinate = self.hyper(z_symbols[:, lo_r:hi_r, lo_c:hi_c],
-                                              strip_rows=hi_r - lo_r)
-                keep = (slice(None), slice((r0 - lo_r) * up, (r1 - lo_r) * up),
-                        slice((c0 - lo_c) * up, (c1 - lo_c) * up))
-                yield (slice(r0 * up, r1 * up), slice(c0 * up, c1 * up),
-                       mean[keep], coordinate[keep])
+        for window_r, core_r in halo_windows(rows, core, halo):
+            for window_c, core_c in halo_windows(cols, core, halo):
+                mean, coordinate = self.hyper(z_symbols[:, window_r, window_c],
+                                              strip_rows=window_r.stop - window_r.start)
+                keep = (slice(None),
+                        slice((core_r.start - window_r.start) * up, (core_r.stop - window_r.start) * up),
+                        slice((core_c.start - window_c.start) * up, (core_c.stop - window_c.start) * up))
+                yield (slice(core_r.start * up, core_r.stop * up),
+                       slice(core_c.start * up, core_c.stop * up), mean[keep], coordinate[keep])
+
+    @staticmethod
+    def _scale_tables(coordinate, offset, index, total, rows, cols) -> None:
+        """Both sides' table choice for one hyper tile: the total scale coordinate (kept in
+        ``total`` for the context model, when there is one) and the scale index. Works in
+        ``coordinate``'s own int64 buffer."""
+        coordinate += offset[:, None, None]
+        if total is not None:
+            total[:, rows, cols] = clamp(coordinate, -(1 << 30), 1 << 30)
+        index[:, rows, cols] = index_from_total(coordinate, in_place=True)
 
     def _analysis(self, padded: np.ndarray, core: int) -> np.ndarray:
         """g_a of a padded HxWx3 uint8 image: y_unit (M, H/8, W/8) float32 on the CPU."""
@@ -325,15 +331,13 @@ class Codec:
         mean_unit_all = np.empty(y_shape, dtype=_MEAN_DTYPE) if self.context else None
         total = np.empty(y_shape, dtype=np.int32) if self.context else None
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-            coordinate += offset[:, None, None]              # the total coordinate, in place
+            self._scale_tables(coordinate, offset, index, total, rows, cols)
             y = y_unit[:, rows, cols].astype(np.float64) * gain
             y_symbols[:, rows, cols] = np.round(y - mean_unit * gain)
             if effort:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
-                total[:, rows, cols] = clamp(coordinate, -(1 << 30), 1 << 30)
-            index[:, rows, cols] = index_from_total(coordinate, out=coordinate)
         del y
         t = self._stage("hyper", t)
         others = non_anchor_mask(y_shape[1], y_shape[2]) if self.context else None
@@ -347,7 +351,7 @@ class Codec:
                 part = others[rows]
                 corrected = (mean_unit_all[:, rows].astype(np.float64) * gain
                              + d_mean * (1.0 / (1 << ACT_BITS)))
-                new_index = index_from_total(total[:, rows].astype(np.int64) + d_coord)
+                new_index = index_from_total(total[:, rows].astype(np.int64) + d_coord, in_place=True)
                 index[:, rows] = np.where(part, new_index, index[:, rows])
                 value = y_unit[:, rows].astype(np.float64) * gain
                 y_symbols[:, rows] = np.where(part, np.round(value - corrected), y_symbols[:, rows])
@@ -439,10 +443,7 @@ class Codec:
             mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
             total = np.empty(y_shape, dtype=np.int32) if self.context else None
             for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-                coordinate += offset[:, None, None]          # the total coordinate, in place
-                if self.context:
-                    total[:, rows, cols] = clamp(coordinate, -(1 << 30), 1 << 30)
-                index[:, rows, cols] = index_from_total(coordinate, out=coordinate)
+                self._scale_tables(coordinate, offset, index, total, rows, cols)
                 mean_unit[:, rows, cols] = mean
             t = self._stage("hyper", t)
             if self.context:
@@ -481,8 +482,8 @@ class Codec:
         d_mean = np.zeros(shape, dtype=np.int32)
         for rows, mean, coord in self.context.strips(y_symbols, total):
             part = others[rows]
-            index[:, rows] = np.where(part, index_from_total(total[:, rows].astype(np.int64) + coord),
-                                      index[:, rows])
+            refined = index_from_total(total[:, rows].astype(np.int64) + coord, in_place=True)
+            index[:, rows] = np.where(part, refined, index[:, rows])
             d_mean[:, rows] = mean
         del total
         t = self._stage("context", t)

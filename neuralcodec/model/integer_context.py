@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spans import halo_windows
 from .constants import CONTEXT_Q_LIMIT, COORDINATE_DIVISOR
 from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, rescale
 
@@ -89,12 +90,10 @@ class IntegerContext:
         Yields ``(rows, d_mean, d_coordinate)`` per strip of latent rows: int32 arrays
         (M, strip rows, W), zero at anchors. Strips let the caller consume the corrections
         without full-size temporaries."""
-        rows = symbols.shape[1]
-        for top in range(0, rows, STRIP_ROWS):
-            bottom = min(top + STRIP_ROWS, rows)
-            lo, hi = max(top - 1, 0), min(bottom + 1, rows)
-            mean, coord = self._strip(symbols[:, lo:hi], coordinate[:, top:bottom], top - lo, lo)
-            yield slice(top, bottom), mean, coord
+        for window, core in halo_windows(symbols.shape[1], STRIP_ROWS, 1):
+            mean, coord = self._strip(symbols[:, window], coordinate[:, core],
+                                      core.start - window.start, window.start)
+            yield core, mean, coord
 
     def __call__(self, symbols: np.ndarray, coordinate: np.ndarray):
         """Whole-array form of `strips`: (d_mean, d_coordinate), each (M, H, W) int32."""

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..spans import halo_windows
 from .constants import SCALE_COUNT
 from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, exact_conv, pixel_shuffle, rescale
 
@@ -46,13 +47,11 @@ class IntegerHyperSynthesis:
         rows = z.shape[1]
         if rows <= strip_rows:
             return self._run(z)
-        halo = 3                                    # z rows that influence an output row
+        halo, up = integer_hyper_geometry(self.layers)   # z rows that reach a row; rows per z row
         means, coordinates = [], []
-        for top in range(0, rows, strip_rows):
-            lo, hi = max(top - halo, 0), min(top + strip_rows + halo, rows)
-            mean, coordinate = self._run(z[:, lo:hi])
-            up = 4                                  # output rows per z row
-            keep = slice((top - lo) * up, (top - lo + min(strip_rows, rows - top)) * up)
+        for window, core in halo_windows(rows, strip_rows, halo):
+            mean, coordinate = self._run(z[:, window])
+            keep = slice((core.start - window.start) * up, (core.stop - window.start) * up)
             means.append(mean[:, keep])
             coordinates.append(coordinate[:, keep])
         return np.concatenate(means, axis=1), np.concatenate(coordinates, axis=1)
@@ -113,15 +112,10 @@ def quality_offset(offsets: np.ndarray, quality_hundredths: int) -> np.ndarray:
     return (offsets[i].astype(np.int64) * (d - f) + offsets[i + 1].astype(np.int64) * f) // d
 
 
-def index_from_total(total: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def index_from_total(total: np.ndarray, in_place: bool = False) -> np.ndarray:
     """Scale index from a total coordinate (2**-ACT_BITS table steps): round and clip.
-    ``out``: an int64 array to work in (may be ``total`` itself); a new one when None."""
-    if out is None:
-        index = total.astype(np.int64)
-    else:
-        index = out
-        if out is not total:
-            np.copyto(out, total)
+    ``in_place``: overwrite ``total`` (int64) instead of working on a copy."""
+    index = total if in_place else total.astype(np.int64)
     index += 1 << (ACT_BITS - 1)
     index >>= ACT_BITS
     return clamp(index, 0, SCALE_COUNT - 1, out=index)

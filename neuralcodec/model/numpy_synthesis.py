@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spans import tile_starts
+from ..spans import halo_windows
 from .constants import BLOCK
 
 
@@ -98,11 +98,9 @@ class NumpySynthesis:
 def _tiles(size: tuple[int, int], tile: int, halo: int):
     """``(rows, cols, keep_rows, keep_cols)`` slices of latent positions: each tile's input
     window (core plus halo, clipped to the latent) and its core."""
-    for top, bottom in tile_starts(size[0], tile or size[0]):
-        for left, right in tile_starts(size[1], tile or size[1]):
-            yield (slice(max(top - halo, 0), min(bottom + halo, size[0])),
-                   slice(max(left - halo, 0), min(right + halo, size[1])),
-                   slice(top, bottom), slice(left, right))
+    for rows, keep_rows in halo_windows(size[0], tile, halo):
+        for cols, keep_cols in halo_windows(size[1], tile, halo):
+            yield rows, cols, keep_rows, keep_cols
 
 
 def _conv3x3(grid, pitch, n, taps, bias, out, scratch) -> None:
