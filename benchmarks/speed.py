@@ -209,7 +209,7 @@ def time_ours(image: Image.Image, quality: float = 75, coder: str = "auto",
     }
 
 
-MAC_PARTS = ("analysis", "hyper_analysis", "hyper_synthesis", "synthesis")
+MAC_PARTS = ("analysis", "hyper_analysis", "hyper_synthesis", "synthesis", "postfilter")
 
 # Timed codec stages and the network parts whose convolutions run in them.
 STAGE_PARTS = (
@@ -217,13 +217,15 @@ STAGE_PARTS = (
     ("encode", "hyper", ("hyper_analysis", "hyper_synthesis"), "float32 h_a + float64 integer h_s"),
     ("decode", "hyper", ("hyper_synthesis",), "float64 integer h_s"),
     ("decode", "synthesis", ("synthesis",), "float32"),
+    ("decode", "postfilter", ("postfilter",), "float32"),
 )
 DIRECTION_PARTS = {"encode": ("analysis", "hyper_analysis", "hyper_synthesis"),
-                   "decode": ("hyper_synthesis", "synthesis")}
+                   "decode": ("hyper_synthesis", "synthesis", "postfilter")}
 
 
 def count_macs(width: int, height: int, net=None) -> dict:
-    """Multiply-accumulates of every Conv2d in each part of ``MAC_PARTS`` for one
+    """Multiply-accumulates of every Conv2d in each part of ``MAC_PARTS`` (that the network
+    has: the post-filter is optional) for one
     ``width`` x ``height`` image, from forward hooks on a float run at the padded
     size (``net``: default ``default_codec().net``).  Returns the image and
     padded sizes, ``macs`` (part -> int) and ``per_pixel`` (part -> MACs per
@@ -239,7 +241,7 @@ def count_macs(width: int, height: int, net=None) -> dict:
         net = default_codec().net
     padded_h = -(-height // PAD_MULTIPLE) * PAD_MULTIPLE
     padded_w = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
-    macs = dict.fromkeys(MAC_PARTS, 0)
+    macs = {part: 0 for part in MAC_PARTS if getattr(net, part, None) is not None}
 
     def hook_for(part):
         def hook(conv, inputs, output):
@@ -248,7 +250,7 @@ def count_macs(width: int, height: int, net=None) -> dict:
         return hook
 
     handles = [module.register_forward_hook(hook_for(part))
-               for part in MAC_PARTS for module in getattr(net, part).modules()
+               for part in macs for module in getattr(net, part).modules()
                if isinstance(module, nn.Conv2d)]
     try:
         weight = next(net.parameters())
@@ -256,7 +258,9 @@ def count_macs(width: int, height: int, net=None) -> dict:
             x = torch.zeros(1, 3, padded_h, padded_w, dtype=weight.dtype, device=weight.device)
             y = net.analysis(x)
             net.hyper_synthesis(torch.round(net.hyper_analysis(y)))
-            net.synthesis(y)
+            x_hat = net.synthesis(y)
+            if net.postfilter is not None:
+                net.postfilter(x_hat, torch.zeros(1, dtype=weight.dtype, device=weight.device))
     finally:
         for handle in handles:
             handle.remove()
@@ -281,7 +285,7 @@ def stage_throughput(ours: dict, macs: dict, peak_gflops: float = 70.0) -> list[
     for direction, stage, parts, precision, seconds in timed:
         if not seconds:
             continue
-        work = sum(macs["macs"][part] for part in parts)
+        work = sum(macs["macs"].get(part, 0) for part in parts)
         gmac_s = work / seconds / 1e9
         rows.append({"direction": direction, "stage": stage, "parts": list(parts),
                      "precision": precision, "macs": work, "macs_per_pixel": work / pixels,

@@ -39,6 +39,7 @@ from .model.integer_context import (IntegerContext, checkerboard_half, non_ancho
 from .model.fixed_point import clamp
 from .model.integer_hyper import (ACT_BITS, ACT_LIMIT_BITS, Z_LIMIT, IntegerHyperSynthesis,
                                   index_from_total, integer_hyper_geometry, quality_offset)
+from .model.numpy_postfilter import NumpyPostFilter
 from .model.numpy_synthesis import NumpySynthesis
 from .spans import halo_windows, tile_starts
 from .weights import Weights, load_weights
@@ -122,6 +123,8 @@ class Codec:
             self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
             self.context = IntegerContext(self.weights.context) if self.weights.context else None
             self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
+            self.postfilter = (NumpyPostFilter(self.weights.float_params)
+                               if config.get("postfilter_channels") else None)
             log_gains = [self.weights.float_params[f"gains.{side}_log_gain"].astype(np.float64)
                          for side in ("encoder", "decoder")]
         except KeyError as exc:
@@ -529,13 +532,20 @@ class Codec:
             part *= dec_gain
         del y_symbols, mean_unit, d_mean
         height, width = header.height, header.width
+        # the post-filter works on groups of s x s pixels: render up to a multiple of s
+        # (the synthesis covers the padded latent, so those pixels exist)
+        s = self.postfilter.scale if self.postfilter else 1
+        full_h, full_w = -(-height // s) * s, -(-width // s) * s
         if self.device == "cpu":
-            rgb = np.empty((height, width, 3), dtype=np.uint8)
+            rgb = np.empty((full_h, full_w, 3), dtype=np.uint8)
             self.synthesis.render(y_hat, rgb, core // BLOCK)
         else:
-            rgb = self._torch_synthesis(y_hat, height, width, core)
+            rgb = self._torch_synthesis(y_hat, full_h, full_w, core)
         del y_hat
         t = self._stage("synthesis", t)
+        if self.postfilter:
+            rgb = self.postfilter.apply(rgb, level_from_quality(header.quality))[:height, :width]
+            t = self._stage("postfilter", t)
         if header.mode in ("L", "LA"):
             pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
         else:

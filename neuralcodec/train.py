@@ -71,6 +71,45 @@ class CropSampler:
 
 
 @torch.no_grad()
+def decode_crops(net: VaezNetwork, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """What the decoder's synthesis gives for crops ``x`` (N, 3, H, W) at ``level`` (N,):
+    hard rounding, then 8-bit pixels (in [0, 1]). The post-filter's training input."""
+    y_unit = net.analysis(x)
+    y = y_unit * net.gains.encoder_gain(level)
+    z_hat = torch.round(net.hyper_analysis(y_unit))
+    mean, _ = net.entropy_parameters(y, z_hat, level, hard=True)
+    x_hat = net.synthesis((torch.round(y - mean) + mean) * net.gains.decoder_gain(level))
+    return torch.round(x_hat.clamp(0, 1) * 255) / 255
+
+
+class DecodedCrops:
+    """Crops decoded once by the frozen codec at random levels (uint8, in memory), from which
+    the post-filter trains on random aligned sub-crops: no transform runs per step."""
+
+    def __init__(self, net: VaezNetwork, sampler: CropSampler, count: int, patch: int, align: int,
+                 device, batch: int = 8):
+        originals, decoded, levels = [], [], []
+        for start in range(0, count, batch):
+            x = sampler.batch(min(batch, count - start)).to(device)
+            level = torch.rand(x.shape[0], device=device) * (LEVELS - 1)
+            originals.append(torch.round(x * 255).to(torch.uint8).cpu())
+            decoded.append(torch.round(decode_crops(net, x, level) * 255).to(torch.uint8).cpu())
+            levels.append(level.cpu())
+        self.x, self.decoded, self.level = torch.cat(originals), torch.cat(decoded), torch.cat(levels)
+        self.patch, self.align = patch, align
+        self.rng = np.random.default_rng(sampler.rng.integers(2**32))
+
+    def batch(self, size: int, device):
+        """(original, decoded, level) for ``size`` random sub-crops, pixels in [0, 1]."""
+        idx = torch.from_numpy(self.rng.integers(0, len(self.x), size))
+        span = (self.x.shape[2] - self.patch) // self.align + 1
+        top, left = (self.rng.integers(0, span, 2) * self.align).tolist()
+        window = (idx, slice(None), slice(top, top + self.patch), slice(left, left + self.patch))
+        return (self.x[window].to(device).float() / 255, self.decoded[window].to(device).float() / 255,
+                self.level[idx].to(device))
+
+
+@torch.no_grad()
 def evaluate(net: VaezNetwork, images: list[torch.Tensor], levels=(0.0, 3.5, 7.0)) -> list[dict]:
     """bpp and PSNR with hard rounding, averaged over images, per level."""
     net.eval()
@@ -88,6 +127,8 @@ def evaluate(net: VaezNetwork, images: list[torch.Tensor], levels=(0.0, 3.5, 7.0
             y_bits = -torch.log2(gaussian_bin_probability(q, scale)).sum()
             x_hat = net.synthesis((q + mean) * net.gains.decoder_gain(lv)).clamp(0, 1)
             x_hat = torch.round(x_hat * 255) / 255
+            if net.postfilter is not None:   # it sees the 8-bit image, as in the codec
+                x_hat = torch.round(net.postfilter(x_hat, lv).clamp(0, 1) * 255) / 255
             mse = float(((x_hat - x) ** 2).mean())
             bpps.append(float(y_bits + z_bits) / (x.shape[2] * x.shape[3]))
             psnrs.append(10 * math.log10(1 / max(mse, 1e-12)))
@@ -148,9 +189,17 @@ def main(argv=None) -> int:
                          "such as a context model, start fresh)")
     ap.add_argument("--context-hidden", type=int, default=64,
                     help="width of the checkerboard context model (0: hyperprior only)")
-    ap.add_argument("--only", choices=("all", "context"), default="all",
+    ap.add_argument("--postfilter-channels", type=int, default=0,
+                    help="width of the pixel post-filter (0: none)")
+    ap.add_argument("--postfilter-scale", type=int, default=2, help="the post-filter's PixelUnshuffle factor")
+    ap.add_argument("--only", choices=("all", "context", "postfilter"), default="all",
                     help="'context': train only the context model, on the rate alone, with "
-                         "every other part frozen (cheap: no synthesis pass)")
+                         "every other part frozen (cheap: no synthesis pass); 'postfilter': train "
+                         "only the post-filter, on crops decoded once by the frozen codec")
+    ap.add_argument("--cache", type=int, default=2400,
+                    help="--only postfilter: crops of --crop pixels decoded up front")
+    ap.add_argument("--patch", type=int, default=128,
+                    help="--only postfilter: training sub-crop size (taken from the decoded crops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--amp", action="store_true",
                     help="mixed precision (bfloat16) for the analysis and synthesis transforms; "
@@ -193,13 +242,16 @@ def main(argv=None) -> int:
 
     sampler = CropSampler(train_images, args.crop, args.seed)
     ckpt_path = args.out / "last.pt"
-    net = VaezNetwork(ModelConfig(context_hidden=args.context_hidden)).to(device)
-    if args.only == "context":
-        if net.context is None:
-            print("--only context needs --context-hidden > 0", file=sys.stderr)
+    net = VaezNetwork(ModelConfig(context_hidden=args.context_hidden,
+                                  postfilter_channels=args.postfilter_channels,
+                                  postfilter_scale=args.postfilter_scale)).to(device)
+    if args.only != "all":
+        if getattr(net, args.only) is None:
+            width = {"context": "--context-hidden", "postfilter": "--postfilter-channels"}[args.only]
+            print(f"--only {args.only} needs {width} > 0", file=sys.stderr)
             return 2
         for name, p in net.named_parameters():
-            p.requires_grad_(name.startswith("context."))
+            p.requires_grad_(name.startswith(args.only + "."))
     if args.amp:
         net.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -218,7 +270,7 @@ def main(argv=None) -> int:
     elif args.init is not None:
         state = torch.load(args.init, map_location=device, weights_only=False)
         missing, unexpected = net.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith("context.") for k in missing):
+        if unexpected or any(not k.startswith(("context.", "postfilter.")) for k in missing):
             print(f"{args.init} does not fit this model (missing {missing}, unexpected "
                   f"{unexpected})", file=sys.stderr)
             return 2
@@ -241,6 +293,18 @@ def main(argv=None) -> int:
         frac = min(s / max(args.steps, 1), 1.0)
         return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
 
+    crops = None
+    if args.only == "postfilter":
+        if args.patch % args.postfilter_scale or args.patch > args.crop:
+            print("--patch must be a multiple of --postfilter-scale, at most --crop", file=sys.stderr)
+            return 2
+        net.eval()
+        t0 = time.time()
+        with torch.no_grad():
+            crops = DecodedCrops(net, sampler, args.cache, args.patch, args.postfilter_scale, device)
+        net.train()
+        log({"event": "decoded crops", "crops": args.cache, "seconds": round(time.time() - t0, 1)})
+
     run_start = time.time()
     last_save = step
     window = []
@@ -250,12 +314,17 @@ def main(argv=None) -> int:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
-        x = sampler.batch(args.batch).to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=memory_format)
-        level = torch.rand(args.batch, device=device) * (LEVELS - 1)
         tic = time.time()
-        out = net(x, level, rate_only=args.only == "context")
+        if crops is not None:
+            x, decoded, level = crops.batch(args.batch, device)
+            mse = ((net.postfilter(decoded, level) - x) ** 2).mean(dim=(1, 2, 3))
+            out = {"loss": mse.mean(), "bpp": torch.zeros_like(mse), "mse": mse.detach()}
+        else:
+            x = sampler.batch(args.batch).to(device, non_blocking=True)
+            if args.channels_last:
+                x = x.contiguous(memory_format=memory_format)
+            level = torch.rand(args.batch, device=device) * (LEVELS - 1)
+            out = net(x, level, rate_only=args.only == "context")
         opt.zero_grad(set_to_none=True)
         if skipped_in_a_row > 100:
             log({"step": step, "event": "stopping: 100 non-finite steps in a row"})

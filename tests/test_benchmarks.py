@@ -362,7 +362,8 @@ def test_count_macs_matches_the_architecture_and_scales_with_pixels():
     net = VaezNetwork(ModelConfig())        # untrained: MACs depend on shapes only
     small, large = speed.count_macs(64, 64, net), speed.count_macs(128, 64, net)
     assert all(isinstance(n, int) and n > 0 for n in small["macs"].values())
-    assert all(large["macs"][k] == 2 * small["macs"][k] for k in speed.MAC_PARTS)
+    assert set(small["macs"]) == set(speed.MAC_PARTS) - {"postfilter"}    # this one has none
+    assert all(large["macs"][k] == 2 * small["macs"][k] for k in small["macs"])
     assert large["per_pixel"] == small["per_pixel"]
     # closed forms for the default config (M=192, hidden 128, Cz=96): MACs per output
     # position times output positions per pixel (y at 1/64, the hyper grids at 1/256, 1/1024)
@@ -376,6 +377,9 @@ def test_count_macs_matches_the_architecture_and_scales_with_pixels():
     assert padded["macs"] == small["macs"] and (padded["padded_width"], padded["padded_height"]) == (64, 64)
     assert padded["per_pixel"]["synthesis"] == pytest.approx(small["per_pixel"]["synthesis"] * 4096 / 2000)
     assert not any(m._forward_hooks for m in net.modules())      # hooks removed
+    # the post-filter works on 2x2 pixel groups: 12 -> 32 -> 32 -> 12 channels, 3x3 each
+    filtered = speed.count_macs(64, 64, VaezNetwork(ModelConfig(postfilter_channels=32, postfilter_scale=2)))
+    assert filtered["per_pixel"]["postfilter"] == (12 * 32 + 32 * 32 + 32 * 12) * 9 / 4
 
 
 def test_cli_runner_keeps_the_exit_status_and_sees_torch(tmp_path):

@@ -89,3 +89,36 @@ def test_autocast_runs_the_transforms_in_bfloat16_and_the_entropy_model_in_float
     out = net(torch.rand(1, 3, 64, 64), torch.tensor([3.0]))
     assert seen == {"analysis": torch.bfloat16, "hyper": torch.float32}
     assert out["x_hat"].dtype == torch.float32 and torch.isfinite(out["loss"])
+
+
+def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
+    """``--only postfilter`` starts from a checkpoint without a filter, changes nothing but
+    the filter, and the exported weights give a codec that filters its output."""
+    import torch
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(80, 96, seed=20 + i)).save(data / f"p{i}.png")
+    base = tmp_path / "base"
+    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
+              "--threads", "1"]
+    assert train.main(common + ["--out", str(base), "--steps", "2"]) == 0
+    run = tmp_path / "pf"
+    assert train.main(common + ["--out", str(run), "--steps", "3", "--init", str(base / "last.pt"),
+                                "--only", "postfilter", "--postfilter-channels", "8",
+                                "--cache", "4", "--patch", "32", "--lr", "1e-2", "--warmup", "1"]) == 0
+    before = torch.load(base / "last.pt", weights_only=False)["model"]
+    after = torch.load(run / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(k.startswith("postfilter.") for k in after)
+    assert after["postfilter.last.weight"].abs().sum() > 0      # it trained (starts at zero)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "decoded crops" and r["crops"] == 4 for r in records)
+    codec = Codec(export.export(run / "last.pt", tmp_path / "w.npz", "vaez-pf"))
+    assert codec.postfilter is not None
+    assert codec.decompress(codec.compress(natural_image(33, 47), quality=40)).size == (47, 33)
+    # a --patch that does not fit the filter's pixel groups is refused
+    assert train.main(common + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init",
+                                str(base / "last.pt"), "--only", "postfilter",
+                                "--postfilter-channels", "8", "--patch", "33"]) == 2

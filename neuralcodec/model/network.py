@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .context import CheckerboardContext, anchor_mask
+from .postfilter import PostFilter
 from .hyperprior import LOG_STEP, SCALE_MIN, FactorizedPrior, HyperAnalysis, HyperSynthesis, scale_from_coordinate
 from .quality import QualityGains, lambda_at
 from .transforms import Analysis, Synthesis
@@ -28,6 +29,8 @@ class ModelConfig:
     analysis_blocks: int = 2
     synthesis_blocks: int = 3
     context_hidden: int = 0      # width of the checkerboard context (0: hyperprior only)
+    postfilter_channels: int = 0  # width of the pixel post-filter (0: none)
+    postfilter_scale: int = 2     # its PixelUnshuffle factor
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +49,7 @@ def gaussian_bin_probability(residual: torch.Tensor, scale: torch.Tensor) -> tor
 
 
 class VaezNetwork(nn.Module):
-    """g_a -> gain -> (h_a, prior, h_s) -> rounding -> inverse gain -> g_s.
+    """g_a -> gain -> (h_a, prior, h_s) -> rounding -> inverse gain -> g_s (-> post-filter).
 
     The hyperprior sees the gain-free latent, so one set of hyper weights serves every quality;
     the quality gain only shifts the predicted log-scale and scales the predicted mean.
@@ -63,6 +66,8 @@ class VaezNetwork(nn.Module):
         self.prior = FactorizedPrior(c)
         self.gains = QualityGains(m)
         self.context = CheckerboardContext(m, config.context_hidden) if config.context_hidden else None
+        self.postfilter = (PostFilter(config.postfilter_channels, config.postfilter_scale)
+                           if config.postfilter_channels else None)
         self.autocast_dtype = None   # training only: run the transforms in e.g. torch.bfloat16
 
     def _transform(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +127,8 @@ class VaezNetwork(nn.Module):
                     "y_bpp": y_bits / pixels, "z_bpp": z_bits / pixels}
         y_hat = _round_ste(y - mean) + mean
         x_hat = self._transform(self.synthesis, y_hat * self.gains.decoder_gain(level))
+        if self.postfilter is not None:
+            x_hat = self.postfilter(x_hat, level)
         bpp = (y_bits + z_bits) / pixels
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
         loss = (lambda_at(level) * 65025 * mse + bpp).mean()

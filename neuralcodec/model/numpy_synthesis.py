@@ -32,19 +32,14 @@ class NumpySynthesis:
         def get(name):
             return np.asarray(params[prefix + name], dtype=np.float32)
 
-        def taps(weight):   # (Cout, Cin, 3, 3) -> (3, 3, Cin, Cout)
-            if weight.shape[2:] != (3, 3):
-                raise ValueError("synthesis layer is not a 3x3 convolution")
-            return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-
         self.blocks = []
         for i in range(blocks):
             w2 = get(f"blocks.{i}.conv2.weight")
             if w2.shape[2:] != (1, 1):
                 raise ValueError("synthesis residual block does not end in a 1x1 convolution")
-            self.blocks.append((taps(get(f"blocks.{i}.conv1.weight")), get(f"blocks.{i}.conv1.bias"),
+            self.blocks.append((conv3x3_taps(get(f"blocks.{i}.conv1.weight")), get(f"blocks.{i}.conv1.bias"),
                                 np.ascontiguousarray(w2[:, :, 0, 0].T), get(f"blocks.{i}.conv2.bias")))
-        self.to_blocks = (taps(get("to_blocks.weight")), get("to_blocks.bias"))
+        self.to_blocks = (conv3x3_taps(get("to_blocks.weight")), get("to_blocks.bias"))
         if self.to_blocks[0].shape[3] != 3 * BLOCK * BLOCK:
             raise ValueError("synthesis output does not fit PixelShuffle(8) to RGB")
         self.halo = blocks + 1      # latent rows of context each output row needs (one per 3x3 layer)
@@ -69,15 +64,13 @@ class NumpySynthesis:
         channels, height, width = y.shape
         pitch = width + 2
         n = height * pitch
-        grid = np.zeros(((height + 2) * pitch + 2, channels), dtype=np.float32)
-        grid[:(height + 2) * pitch].reshape(height + 2, pitch, channels)[1:-1, 1:-1] = y.transpose(1, 2, 0)
-        inner = grid[pitch + 1:pitch + 1 + n]                   # output row r*pitch + c -> pixel (r, c)
-        border = inner.reshape(height, pitch, channels)[:, width:]   # the two wrapped columns
+        grid, inner, border = bordered_grid(height, width, channels)   # row r*pitch + c: pixel (r, c)
+        inner.reshape(height, pitch, channels)[:, :width] = y.transpose(1, 2, 0)
         hidden = self.blocks[0][0].shape[3] if self.blocks else 0
         h, scratch = np.empty((n, hidden), np.float32), np.empty((n, hidden), np.float32)
         residual = np.empty((n, channels), np.float32)
         for w1, b1, w2, b2 in self.blocks:
-            _conv3x3(grid, pitch, n, w1, b1, h, scratch)
+            conv3x3_rows(grid, pitch, n, w1, b1, h, scratch)
             np.maximum(h, 0.0, out=h)
             np.matmul(h, w2, out=residual)
             residual += b2
@@ -86,7 +79,7 @@ class NumpySynthesis:
         del h, scratch, residual
         weight, bias = self.to_blocks
         out = np.empty((n, weight.shape[3]), np.float32)
-        _conv3x3(grid, pitch, n, weight, bias, out, np.empty_like(out))
+        conv3x3_rows(grid, pitch, n, weight, bias, out, np.empty_like(out))
         np.clip(out, 0.0, 1.0, out=out)
         out *= 255.0
         np.rint(out, out=out)
@@ -103,7 +96,25 @@ def _tiles(size: tuple[int, int], tile: int, halo: int):
             yield rows, cols, keep_rows, keep_cols
 
 
-def _conv3x3(grid, pitch, n, taps, bias, out, scratch) -> None:
+def conv3x3_taps(weight: np.ndarray) -> np.ndarray:
+    """A (Cout, Cin, 3, 3) convolution weight as (3, 3, Cin, Cout) float32 tap matrices."""
+    if weight.shape[2:] != (3, 3):
+        raise ValueError("layer is not a 3x3 convolution")
+    return np.ascontiguousarray(np.asarray(weight, dtype=np.float32).transpose(2, 3, 1, 0))
+
+
+def bordered_grid(height: int, width: int, channels: int):
+    """A zero-bordered channels-last grid flattened to rows (see the module docstring):
+    ``(grid, inner, border)`` where ``inner`` (height * (width + 2), channels) is where a
+    3x3 layer's outputs go and ``border`` the two wrapped columns to re-zero after writing."""
+    pitch = width + 2
+    n = height * pitch
+    grid = np.zeros(((height + 2) * pitch + 2, channels), dtype=np.float32)
+    inner = grid[pitch + 1:pitch + 1 + n]
+    return grid, inner, inner.reshape(height, pitch, channels)[:, width:]
+
+
+def conv3x3_rows(grid, pitch, n, taps, bias, out, scratch) -> None:
     """out (n, Cout) = bias + sum over the nine taps of shifted grid rows @ tap weights."""
     out[:] = bias
     for dy in range(3):

@@ -1,0 +1,79 @@
+"""The post-filter (`postfilter.PostFilter`) in plain NumPy, for the torch-free decoder.
+
+The decoded 8-bit image is regrouped channels-last at 1/scale resolution (PixelUnshuffle), run
+through the three 3x3 layers with the same flattened zero-bordered grid as the synthesis
+(`numpy_synthesis.conv3x3_rows`: nine sgemm products per layer, no copies per tap), regrouped
+back, added to the image and rounded to 8 bits again. Row strips with a halo of three
+positions (one per layer) keep memory small on any image and give the same pixels as one
+whole-image pass, up to float32 summation order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spans import halo_windows
+from .constants import LEVELS
+from .numpy_synthesis import bordered_grid, conv3x3_rows, conv3x3_taps
+
+STRIP_ROWS = 32     # rows (at 1/scale resolution) per strip
+HALO = 3            # one per 3x3 layer
+
+
+class NumpyPostFilter:
+    """Runs ``postfilter.*`` float weights on an RGB uint8 image, in place."""
+
+    def __init__(self, params: dict[str, np.ndarray], prefix: str = "postfilter."):
+        def get(name):
+            return np.asarray(params[prefix + name], dtype=np.float32)
+
+        self.first = (conv3x3_taps(get("first.weight")), get("first.bias"))
+        self.level_bias = get("level_bias")
+        self.middle = (conv3x3_taps(get("middle.weight")), get("middle.bias"))
+        self.last = (conv3x3_taps(get("last.weight")), get("last.bias"))
+        groups = self.first[0].shape[2]
+        self.scale = int(round((groups / 3) ** 0.5))
+        if (3 * self.scale ** 2 != groups or self.last[0].shape[3] != groups
+                or self.middle[0].shape[2:] != (self.first[0].shape[3],) * 2
+                or self.level_bias.shape != self.first[1].shape):
+            raise ValueError("post-filter layer shapes do not fit together")
+
+    def apply(self, rgb: np.ndarray, level: float) -> np.ndarray:
+        """The filtered copy of ``rgb`` (H, W, 3) uint8; H and W must be multiples of `scale`.
+        ``level``: the continuous quality level 0..LEVELS-1 the image was coded at."""
+        s = self.scale
+        height, width = rgb.shape[0] // s, rgb.shape[1] // s
+        if rgb.shape != (height * s, width * s, 3):
+            raise ValueError(f"post-filter needs an RGB image with sides that are multiples of {s}")
+        first_bias = self.first[1] + self.level_bias * np.float32(level / (LEVELS - 1))
+        filtered = np.empty_like(rgb)
+        for window, core in halo_windows(height, STRIP_ROWS, HALO):
+            result = self._run(rgb[window.start * s:window.stop * s], first_bias)
+            skip = (core.start - window.start) * s
+            filtered[core.start * s:core.stop * s] = result[skip:skip + (core.stop - core.start) * s]
+        return filtered
+
+    def _run(self, strip: np.ndarray, first_bias: np.ndarray) -> np.ndarray:
+        s = self.scale
+        rows, cols = strip.shape[0] // s, strip.shape[1] // s
+        groups = 3 * s * s
+        pitch = cols + 2
+        n = rows * pitch
+        # PixelUnshuffle: channel c*s*s + i*s + j of position (r, q) is pixel (s*r + i, s*q + j), colour c
+        grouped = strip.reshape(rows, s, cols, s, 3).transpose(0, 2, 4, 1, 3).reshape(rows, cols, groups)
+        grid, inner, border = bordered_grid(rows, cols, groups)
+        view = inner.reshape(rows, pitch, groups)[:, :cols]
+        np.multiply(grouped, np.float32(1 / 255), out=view)
+        view -= np.float32(0.5)
+        layers = ((self.first[0], first_bias), self.middle, self.last)
+        for i, (taps, bias) in enumerate(layers):
+            if i:   # the previous layer's output, through the ReLU, is this layer's grid
+                grid, inner, border = bordered_grid(rows, cols, out.shape[1])
+                np.maximum(out, 0.0, out=inner)
+                border[:] = 0.0
+            out = np.empty((n, taps.shape[3]), np.float32)
+            conv3x3_rows(grid, pitch, n, taps, bias, out, np.empty_like(out))
+        correction = out.reshape(rows, pitch, groups)[:, :cols]
+        pixels = correction.reshape(rows, cols, 3, s, s).transpose(0, 3, 1, 4, 2).reshape(rows * s, cols * s, 3)
+        result = strip.astype(np.float32) + pixels * np.float32(255.0)
+        np.clip(result, 0.0, 255.0, out=result)
+        return np.rint(result).astype(np.uint8)

@@ -1,0 +1,72 @@
+"""The pixel post-filter: the NumPy decoder's version against the trained torch module, its
+row strips, its start as the identity, and its place in the codec."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from imagegen import natural_image
+from neuralcodec.model import numpy_postfilter
+from neuralcodec.model.numpy_postfilter import NumpyPostFilter
+from neuralcodec.model.postfilter import PostFilter
+
+
+def _random_filter(channels: int, scale: int, seed: int = 0) -> PostFilter:
+    torch.manual_seed(seed)
+    pf = PostFilter(channels, scale)
+    with torch.no_grad():
+        for p in pf.parameters():
+            p.normal_(0.0, 0.1)
+    return pf.eval()
+
+
+def _params(pf: PostFilter) -> dict[str, np.ndarray]:
+    return {"postfilter." + k: v.numpy() for k, v in pf.state_dict().items()}
+
+
+def _torch_filtered(pf: PostFilter, image: np.ndarray, level: float) -> np.ndarray:
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        y = pf(x, torch.tensor([level])).clamp(0, 1).mul(255).round()
+    return y[0].permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+@pytest.mark.parametrize("scale,shape,level", [(2, (70, 46), 0.0), (2, (200, 136), 3.3), (1, (45, 31), 7.0)])
+def test_numpy_post_filter_matches_torch(scale, shape, level, monkeypatch):
+    monkeypatch.setattr(numpy_postfilter, "STRIP_ROWS", 7)   # several strips and halos
+    pf = _random_filter(8, scale)
+    image = natural_image(*shape, seed=3)
+    ours = NumpyPostFilter(_params(pf)).apply(image, level)
+    reference = _torch_filtered(pf, image, level)
+    assert ours.shape == image.shape and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+    assert (ours != image).mean() > 0.5           # the random filter really changes the image
+
+
+def test_strips_give_the_whole_image_result(monkeypatch):
+    pf = NumpyPostFilter(_params(_random_filter(8, 2, seed=1)))
+    image = natural_image(96, 64, seed=5)
+    whole = pf.apply(image, 2.0)
+    monkeypatch.setattr(numpy_postfilter, "STRIP_ROWS", 5)
+    strips = pf.apply(image, 2.0)
+    assert np.abs(whole.astype(int) - strips.astype(int)).max() <= 1
+    assert (whole != strips).mean() < 0.001
+
+
+def test_untrained_filter_is_the_identity_and_input_is_kept():
+    pf = NumpyPostFilter(_params(PostFilter(8, 2)))
+    image = natural_image(32, 48, seed=2)
+    before = image.copy()
+    assert np.array_equal(pf.apply(image, 5.0), image)
+    assert np.array_equal(image, before)
+
+
+def test_refuses_bad_shapes():
+    pf = NumpyPostFilter(_params(_random_filter(8, 2)))
+    with pytest.raises(ValueError, match="multiples of 2"):
+        pf.apply(natural_image(31, 32), 1.0)
+    params = _params(_random_filter(8, 2))
+    params["postfilter.level_bias"] = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        NumpyPostFilter(params)
