@@ -64,9 +64,9 @@ class NumpyPostFilter:
         view = inner.reshape(rows, pitch, groups)[:, :cols]
         np.multiply(grouped, np.float32(1 / 255), out=view)
         view -= np.float32(0.5)
-        layers = ((self.first[0], first_bias), self.middle, self.last)
-        for i, (taps, bias) in enumerate(layers):
-            if i:   # the previous layer's output, through the ReLU, is this layer's grid
+        out = None
+        for taps, bias in ((self.first[0], first_bias), self.middle, self.last):
+            if out is not None:   # the previous layer's output, through the ReLU, is this layer's grid
                 grid, inner, border = bordered_grid(rows, cols, out.shape[1])
                 np.maximum(out, 0.0, out=inner)
                 border[:] = 0.0
