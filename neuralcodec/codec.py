@@ -140,6 +140,15 @@ class Codec:
         self._net_lock = threading.Lock()
         self._local = threading.local()
 
+    def decodes_model(self, model_id: str, digest: bytes) -> bool:
+        """Whether files written with model ``model_id`` (weights ``digest``) decode here: the
+        loaded weights, or earlier ones they were exported as latent-compatible with (the same
+        latents; pixels then come from these weights, e.g. with a newer post-filter)."""
+        if model_id == self.model_id and digest == self.weights.digest:
+            return True
+        return any(model_id == old.get("model_id") and digest.hex() == old.get("digest")
+                   for old in self.weights.meta.get("decodes", ()))
+
     @property
     def _torch(self):
         import torch
@@ -401,15 +410,22 @@ class Codec:
         measured -4.5% BD-rate against -4.2% for the non-anchors alone on held-out crops at
         effort 1, but sometimes raised the very cost it lowers)."""
         from . import refine
-        from .model.quality import lambda_at, level_from_quality
+        from .model.quality import lambda_at
 
         torch = self._torch
         energy = getattr(self, "_impulse_energy", None)
         if energy is None:
             energy = self._impulse_energy = refine.impulse_energy(
                 self.net.synthesis, y_symbols.shape[0], self.device)
-        lam = float(lambda_at(torch.tensor(level_from_quality(quality), dtype=torch.float64)))
-        return refine.refine(self.net.synthesis, pixels, y_symbols, mean, index,
+        level = level_from_quality(quality)
+        lam = float(lambda_at(torch.tensor(level, dtype=torch.float64)))
+        synthesis, postfilter = self.net.synthesis, self.net.postfilter
+        level_tensor = torch.tensor([level], device=self.device)
+
+        def decoder(y_hat):   # judge the pixels the decoder will really show
+            x_hat = synthesis(y_hat)
+            return x_hat if postfilter is None else postfilter(x_hat, level_tensor)
+        return refine.refine(decoder, pixels, y_symbols, mean, index,
                              self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
                              energy, device=self.device, positions=positions)
 
@@ -422,7 +438,7 @@ class Codec:
         """Entropy-decode: (header, sections, z symbols, y symbols, gain-free mean, scale index,
         tile core in pixels or 0). The gain-free mean is held exactly in `_MEAN_DTYPE`."""
         header, sections = formats.unpack(data)
-        if header.model_id != self.model_id or header.model_digest != self.weights.digest:
+        if not self.decodes_model(header.model_id, header.model_digest):
             raise VaezError(
                 f"this file needs model {header.model_id} (digest {header.model_digest.hex()}), "
                 f"but this installation has {self.model_id} (digest {self.weights.digest.hex()})")

@@ -1,6 +1,6 @@
 """Export a training checkpoint to a compact, offline weights file.
 
-``python -m neuralcodec.export runs/v1/last.pt neuralcodec/weights/vaez-ls2.npz``
+``python -m neuralcodec.export runs/pf1/last.pt neuralcodec/weights/vaez-ls3.npz --decodes old.npz``
 
 Float layers are stored as float16 (the quality gains as float32), the hyper-synthesis as
 fixed-point integers (see `model/integer_hyper.py`), and the entropy tables as integer
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from .entropy.tables import gaussian_table, quantize_pmf, scale_table, SymbolTab
 from .model import ModelConfig, VaezNetwork
 from .model.hyperprior import SCALE_COUNT, SCALE_MAX, SCALE_MIN
 from .model.integer_hyper import export_gain_offsets, export_layers
-from .weights import pack_tables
+from .weights import content_digest, pack_tables
 
 Z_RANGE = 512           # z tables are searched over -Z_RANGE..Z_RANGE
 Z_TAIL = 1e-7           # mass left to the escape code on each side
@@ -41,7 +42,27 @@ def z_tables(net: VaezNetwork) -> list[SymbolTable]:
     return tables
 
 
-def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None) -> Path:
+def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> dict:
+    """``{"model_id", "digest"}`` of the weights file ``older`` if files written with it
+    decode to the same latents with ``arrays``: every array of ``older`` (transforms, hyper,
+    context, tables, gains) is in ``arrays`` unchanged, so only additions (a post-filter) are
+    new. ValueError naming the first array that differs otherwise."""
+    with np.load(older, allow_pickle=False) as archive:
+        old = {k: archive[k] for k in archive.files}
+    for name, value in old.items():
+        if name == "meta":
+            continue
+        new = arrays.get(name)
+        if new is None or new.dtype != value.dtype or new.shape != value.shape or not np.array_equal(new, value):
+            raise ValueError(f"{older} is not latent-compatible: {name} differs")
+    old_meta = json.loads(bytes(old["meta"]).decode())
+    return {"model_id": old_meta["model_id"], "digest": content_digest(old)[:8].hex()}
+
+
+def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None,
+           decodes: tuple[Path, ...] = ()) -> Path:
+    """Write the weights file ``out`` from a training checkpoint. ``decodes``: earlier weights
+    files whose `.vaez` files the new model must also decode (see `latent_compatibility`)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = ModelConfig(**state.get("config", {}))
     net = VaezNetwork(config)
@@ -70,6 +91,8 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
     meta = {"model_id": model_id, "config": config.to_dict(), "step": state.get("step"),
             "train_minutes": round(state.get("elapsed", 0) / 60, 1),
             "hyper_layers": [[pad, shuffle] for _, _, pad, shuffle in layers], **(notes or {})}
+    if decodes:
+        meta["decodes"] = [latent_compatibility(arrays, older) for older in decodes]
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
@@ -82,9 +105,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neuralcodec.export", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--model-id", default="vaez-ls2")
+    ap.add_argument("--model-id", default="vaez-ls3")
+    ap.add_argument("--decodes", type=Path, action="append", default=[], metavar="OLD.npz",
+                    help="an earlier weights file whose .vaez files this model decodes too: "
+                         "refused unless all its arrays are unchanged here (repeatable)")
     args = ap.parse_args(argv)
-    path = export(args.checkpoint, args.out, args.model_id)
+    try:
+        path = export(args.checkpoint, args.out, args.model_id, decodes=tuple(args.decodes))
+    except ValueError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -64,7 +64,9 @@ def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
            energy: torch.Tensor, device="cpu", positions: np.ndarray | None = None) -> np.ndarray:
     """Return better symbols for the same means and scale indexes (``symbols`` is not changed).
 
-    pixels: (H, W, 3) uint8, the original image (unpadded); symbols (M, h, w) int64;
+    ``synthesis``: y_hat -> pixels in [0, 1], differentiable (the synthesis transform, followed
+    by the post-filter when the model has one); pixels: (H, W, 3) uint8, the original image
+    (unpadded); symbols (M, h, w) int64;
     mean (M, h, w) float64 in the gained domain; index (M, h, w) scale indexes; decoder_gain
     (M, 1, 1); lam: the quality's lambda; energy: `impulse_energy` of ``synthesis``;
     ``device``: where ``synthesis`` lives; ``positions``: (h, w) bool, the latent positions

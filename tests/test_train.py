@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imagegen import natural_image
 from neuralcodec import export, train
 from neuralcodec.codec import Codec
+from neuralcodec.weights import DEFAULT_WEIGHTS
 
 
 def test_train_resume_export_and_decode(tmp_path):
@@ -115,9 +117,21 @@ def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
     assert after["postfilter.last.weight"].abs().sum() > 0      # it trained (starts at zero)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "decoded crops" and r["crops"] == 4 for r in records)
-    codec = Codec(export.export(run / "last.pt", tmp_path / "w.npz", "vaez-pf"))
-    assert codec.postfilter is not None
+    old = Codec(export.export(base / "last.pt", tmp_path / "base.npz", "vaez-base"))
+    codec = Codec(export.export(run / "last.pt", tmp_path / "w.npz", "vaez-pf",
+                                decodes=(tmp_path / "base.npz",)))
+    assert codec.postfilter is not None and old.postfilter is None
     assert codec.decompress(codec.compress(natural_image(33, 47), quality=40)).size == (47, 33)
+    # files of the model it was trained on keep decoding, to the same latents
+    old_file = old.compress(natural_image(40, 24, seed=4), quality=60)
+    assert np.array_equal(codec.decode_latents(old_file)[3], old.decode_latents(old_file)[3])
+    assert codec.decompress(old_file).size == (24, 40)
+    assert not Codec().decodes_model("vaez-base", old.weights.digest)
+    # weights whose latents differ cannot be declared compatible
+    with pytest.raises(ValueError, match="not latent-compatible"):
+        export.export(run / "last.pt", tmp_path / "x.npz", "vaez-x", decodes=(DEFAULT_WEIGHTS,))
+    assert export.main([str(run / "last.pt"), str(tmp_path / "y.npz"), "--decodes", str(DEFAULT_WEIGHTS)]) == 2
+    assert not (tmp_path / "y.npz").exists()
     # a --patch that does not fit the filter's pixel groups is refused
     assert train.main(common + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init",
                                 str(base / "last.pt"), "--only", "postfilter",
