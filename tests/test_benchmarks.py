@@ -339,7 +339,7 @@ def test_ours_is_measured_with_stage_timings():
     assert len(bpp) == 2 and 0 < bpp[0] < bpp[1]
     timed = speed.time_ours(image, quality=60, coder="huffman", repeat=1)
     assert {"analysis", "hyper", "entropy", "other"} <= set(timed["encode_stages"])
-    assert {"entropy", "hyper", "synthesis", "other"} <= set(timed["decode_stages"])
+    assert {"entropy", "hyper", "synthesis", "postfilter", "other"} <= set(timed["decode_stages"])
     assert timed["stage_source"] == "neuralcodec.codec.default_codec().timings"
     assert timed["bpp"] > 0 and timed["psnr"] > 10
     apart = timed["decode_measured_apart"]
@@ -348,7 +348,7 @@ def test_ours_is_measured_with_stage_timings():
     rows = speed.stage_throughput(timed, speed.count_macs(96, 72), peak_gflops=70)
     assert [(r["direction"], r["stage"]) for r in rows] == [
         ("encode", "analysis"), ("encode", "hyper"), ("encode", "total"),
-        ("decode", "hyper"), ("decode", "synthesis"), ("decode", "total")]
+        ("decode", "hyper"), ("decode", "synthesis"), ("decode", "postfilter"), ("decode", "total")]
     assert all(r["macs"] > 0 and r["gmac_s"] > 0 for r in rows)
     assert rows[-1]["share_of_reference"] == pytest.approx(rows[-1]["gmac_s"] / 35)
 

@@ -2,12 +2,18 @@
 row strips, its start as the identity, and its place in the codec."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from imagegen import natural_image
+import formats
+import neuralcodec
+from neuralcodec.codec import Codec
 from neuralcodec.model import numpy_postfilter
+from neuralcodec.model.constants import level_from_quality
 from neuralcodec.model.numpy_postfilter import NumpyPostFilter
 from neuralcodec.model.postfilter import PostFilter
 
@@ -70,3 +76,31 @@ def test_refuses_bad_shapes():
     params["postfilter.level_bias"] = np.zeros(5, np.float32)
     with pytest.raises(ValueError, match="do not fit"):
         NumpyPostFilter(params)
+def test_codec_output_is_the_filtered_synthesis():
+    """The decoder's pixels are the post-filter applied to the synthesis' 8-bit image (rendered
+    up to even sides, then cropped), at the file's quality level."""
+    codec = Codec()
+    assert codec.postfilter is not None
+    image = natural_image(45, 61, seed=9)
+    data = codec.compress(image, quality=30)
+    decoded = np.asarray(codec.decompress(data))
+    header, _, _, y_symbols, mean, _ = codec.decode_latents(data)
+    y_hat = ((y_symbols + mean) * codec._gain(header.quality, decoder=True)).astype(np.float32)
+    raw = np.empty((46, 62, 3), np.uint8)
+    codec.synthesis.render(y_hat, raw)
+    expected = codec.postfilter.apply(raw, level_from_quality(header.quality))[:45, :61]
+    assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
+    assert (raw[:45, :61] != expected).any()      # the shipped filter does change pixels
+
+
+def test_files_of_the_previous_model_still_decode():
+    """vaez-ls3 is vaez-ls2 plus the post-filter, so ls2 files decode to their latents (the
+    header's symbol checksum is verified) and come out filtered."""
+    data = (Path(__file__).parent / "data" / "vaez-ls2-40x56-q60.vaez").read_bytes()
+    header, _ = formats.unpack(data)
+    assert header.model_id == "vaez-ls2"
+    assert neuralcodec.codec.default_codec().model_id != "vaez-ls2"
+    decoded = np.asarray(neuralcodec.decompress(data)).astype(np.float64)
+    original = natural_image(40, 56, seed=11).astype(np.float64)   # what the file was made from
+    assert decoded.shape == original.shape
+    assert 10 * np.log10(255 ** 2 / ((decoded - original) ** 2).mean()) > 29.0
