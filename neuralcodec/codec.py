@@ -146,7 +146,7 @@ class Codec:
         latents; pixels then come from these weights, e.g. with a newer post-filter)."""
         if model_id == self.model_id and digest == self.weights.digest:
             return True
-        return any(model_id == old.get("model_id") and digest.hex() == old.get("digest")
+        return any(model_id == old["model_id"] and digest == bytes.fromhex(old["digest"])
                    for old in self.weights.meta.get("decodes", ()))
 
     @property
@@ -423,8 +423,8 @@ class Codec:
         level_tensor = torch.tensor([level], device=self.device)
 
         def decoder(y_hat):   # judge the pixels the decoder will really show
-            x_hat = synthesis(y_hat)
-            return x_hat if postfilter is None else postfilter(x_hat, level_tensor)
+            x_hat = synthesis(y_hat)   # (the decoder filters the clamped 8-bit image)
+            return x_hat if postfilter is None else postfilter(x_hat.clamp(0, 1), level_tensor)
         return refine.refine(decoder, pixels, y_symbols, mean, index,
                              self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
                              energy, device=self.device, positions=positions)

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,20 +44,25 @@ def z_tables(net: VaezNetwork) -> list[SymbolTable]:
 
 
 def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> dict:
-    """``{"model_id", "digest"}`` of the weights file ``older`` if files written with it
-    decode to the same latents with ``arrays``: every array of ``older`` (transforms, hyper,
-    context, tables, gains) is in ``arrays`` unchanged, so only additions (a post-filter) are
-    new. ValueError naming the first array that differs otherwise."""
-    with np.load(older, allow_pickle=False) as archive:
-        old = {k: archive[k] for k in archive.files}
+    """``[{"model_id", "digest"}, ...]``: the weights file ``older`` and the models it
+    decodes itself, if files written with them decode to the same latents with ``arrays``:
+    every array of ``older`` (transforms, hyper, context, tables, gains) is in ``arrays``
+    unchanged, so only additions (a post-filter) are new. ValueError naming the first array
+    that differs (or what is wrong with ``older``) otherwise."""
+    try:
+        with np.load(older, allow_pickle=False) as archive:
+            old = {k: archive[k] for k in archive.files}
+        old_meta = json.loads(bytes(old["meta"]).decode())
+        old_id = old_meta["model_id"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{older} is not a readable weights file ({type(exc).__name__}: {exc})") from None
     for name, value in old.items():
         if name == "meta":
             continue
         new = arrays.get(name)
         if new is None or new.dtype != value.dtype or new.shape != value.shape or not np.array_equal(new, value):
             raise ValueError(f"{older} is not latent-compatible: {name} differs")
-    old_meta = json.loads(bytes(old["meta"]).decode())
-    return {"model_id": old_meta["model_id"], "digest": content_digest(old)[:8].hex()}
+    return [{"model_id": old_id, "digest": content_digest(old)[:8].hex()}, *old_meta.get("decodes", [])]
 
 
 def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None,
@@ -92,7 +98,7 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
             "train_minutes": round(state.get("elapsed", 0) / 60, 1),
             "hyper_layers": [[pad, shuffle] for _, _, pad, shuffle in layers], **(notes or {})}
     if decodes:
-        meta["decodes"] = [latent_compatibility(arrays, older) for older in decodes]
+        meta["decodes"] = [entry for older in decodes for entry in latent_compatibility(arrays, older)]
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")

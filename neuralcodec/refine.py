@@ -68,7 +68,8 @@ def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
     by the post-filter when the model has one); pixels: (H, W, 3) uint8, the original image
     (unpadded); symbols (M, h, w) int64;
     mean (M, h, w) float64 in the gained domain; index (M, h, w) scale indexes; decoder_gain
-    (M, 1, 1); lam: the quality's lambda; energy: `impulse_energy` of ``synthesis``;
+    (M, 1, 1); lam: the quality's lambda; energy: `impulse_energy` of the synthesis transform
+    (the post-filter, close to the identity, is left out of this curvature estimate);
     ``device``: where ``synthesis`` lives; ``positions``: (h, w) bool, the latent positions
     that may change (all when None).
     """

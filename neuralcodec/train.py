@@ -71,15 +71,19 @@ class CropSampler:
 
 
 @torch.no_grad()
-def decode_crops(net: VaezNetwork, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    """What the decoder's synthesis gives for crops ``x`` (N, 3, H, W) at ``level`` (N,):
-    hard rounding, then 8-bit pixels (in [0, 1]). The post-filter's training input."""
+def hard_decode(net: VaezNetwork, x: torch.Tensor, level: torch.Tensor):
+    """What a real file of crops ``x`` (N, 3, H, W) at ``level`` (N,) gives: the synthesis'
+    8-bit image in [0, 1] (hard rounding throughout, before any post-filter; the post-filter's
+    training input) and the bits per crop estimated from the model's probabilities."""
     y_unit = net.analysis(x)
     y = y_unit * net.gains.encoder_gain(level)
     z_hat = torch.round(net.hyper_analysis(y_unit))
-    mean, _ = net.entropy_parameters(y, z_hat, level, hard=True)
-    x_hat = net.synthesis((torch.round(y - mean) + mean) * net.gains.decoder_gain(level))
-    return torch.round(x_hat.clamp(0, 1) * 255) / 255
+    z_bits = -torch.log2(net.prior.likelihood(z_hat).clamp_min(1e-9)).sum(dim=(1, 2, 3))
+    mean, scale = net.entropy_parameters(y, z_hat, level, hard=True)
+    q = torch.round(y - mean)
+    y_bits = -torch.log2(gaussian_bin_probability(q, scale)).sum(dim=(1, 2, 3))
+    x_hat = net.synthesis((q + mean) * net.gains.decoder_gain(level))
+    return torch.round(x_hat.clamp(0, 1) * 255) / 255, y_bits + z_bits
 
 
 class DecodedCrops:
@@ -93,7 +97,7 @@ class DecodedCrops:
             x = sampler.batch(min(batch, count - start)).to(device)
             level = torch.rand(x.shape[0], device=device) * (LEVELS - 1)
             originals.append(torch.round(x * 255).to(torch.uint8).cpu())
-            decoded.append(torch.round(decode_crops(net, x, level) * 255).to(torch.uint8).cpu())
+            decoded.append(torch.round(hard_decode(net, x, level)[0] * 255).to(torch.uint8).cpu())
             levels.append(level.cpu())
         self.x, self.decoded, self.level = torch.cat(originals), torch.cat(decoded), torch.cat(levels)
         self.patch, self.align = patch, align
@@ -101,12 +105,15 @@ class DecodedCrops:
 
     def batch(self, size: int, device):
         """(original, decoded, level) for ``size`` random sub-crops, pixels in [0, 1]."""
-        idx = torch.from_numpy(self.rng.integers(0, len(self.x), size))
+        idx = self.rng.integers(0, len(self.x), size)
         span = (self.x.shape[2] - self.patch) // self.align + 1
-        top, left = (self.rng.integers(0, span, 2) * self.align).tolist()
-        window = (idx, slice(None), slice(top, top + self.patch), slice(left, left + self.patch))
-        return (self.x[window].to(device).float() / 255, self.decoded[window].to(device).float() / 255,
-                self.level[idx].to(device))
+        corners = self.rng.integers(0, span, (size, 2)) * self.align
+
+        def crops(source):
+            return torch.stack([source[i, :, t:t + self.patch, l:l + self.patch]
+                                for i, (t, l) in zip(idx.tolist(), corners.tolist())])
+        return (crops(self.x).to(device).float() / 255, crops(self.decoded).to(device).float() / 255,
+                self.level[torch.from_numpy(idx)].to(device))
 
 
 @torch.no_grad()
@@ -118,19 +125,11 @@ def evaluate(net: VaezNetwork, images: list[torch.Tensor], levels=(0.0, 3.5, 7.0
         bpps, psnrs = [], []
         for x in images:
             lv = torch.full((1,), float(level), device=x.device)
-            y_unit = net.analysis(x)
-            y = y_unit * net.gains.encoder_gain(lv)
-            z_hat = torch.round(net.hyper_analysis(y_unit))
-            z_bits = -torch.log2(net.prior.likelihood(z_hat).clamp_min(1e-9)).sum()
-            mean, scale = net.entropy_parameters(y, z_hat, lv, hard=True)
-            q = torch.round(y - mean)
-            y_bits = -torch.log2(gaussian_bin_probability(q, scale)).sum()
-            x_hat = net.synthesis((q + mean) * net.gains.decoder_gain(lv)).clamp(0, 1)
-            x_hat = torch.round(x_hat * 255) / 255
+            x_hat, bits = hard_decode(net, x, lv)
             if net.postfilter is not None:   # it sees the 8-bit image, as in the codec
                 x_hat = torch.round(net.postfilter(x_hat, lv).clamp(0, 1) * 255) / 255
             mse = float(((x_hat - x) ** 2).mean())
-            bpps.append(float(y_bits + z_bits) / (x.shape[2] * x.shape[3]))
+            bpps.append(float(bits[0]) / (x.shape[2] * x.shape[3]))
             psnrs.append(10 * math.log10(1 / max(mse, 1e-12)))
         results.append({"level": level, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
     net.train()
@@ -270,7 +269,10 @@ def main(argv=None) -> int:
     elif args.init is not None:
         state = torch.load(args.init, map_location=device, weights_only=False)
         missing, unexpected = net.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith(("context.", "postfilter.")) for k in missing):
+        # parts it lacks start fresh; with --only, only the part being trained may be missing
+        # (a fresh, frozen context would make every decode wrong)
+        fresh = (args.only + ".",) if args.only != "all" else ("context.", "postfilter.")
+        if unexpected or any(not k.startswith(fresh) for k in missing):
             print(f"{args.init} does not fit this model (missing {missing}, unexpected "
                   f"{unexpected})", file=sys.stderr)
             return 2

@@ -58,6 +58,20 @@ class Weights:
     context: dict[str, np.ndarray] | None = None   # integer checkerboard context, if the model has one
 
 
+def _check_decodes(decodes) -> None:
+    """The ``decodes`` metadata (earlier models whose files these weights read, see
+    `neuralcodec.export.latent_compatibility`) must be a list of {model_id, 16-hex digest}."""
+    def valid(entry) -> bool:
+        if not isinstance(entry, dict) or not isinstance(entry.get("model_id"), str):
+            return False
+        digest = entry.get("digest")
+        return (isinstance(digest, str) and len(digest) == 16
+                and all(c in "0123456789abcdef" for c in digest))
+
+    if not isinstance(decodes, list) or not all(valid(e) for e in decodes):
+        raise ValueError("weights metadata: 'decodes' must list {model_id, digest} entries")
+
+
 def load_weights(path: str | Path | None = None) -> Weights:
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
@@ -65,6 +79,7 @@ def load_weights(path: str | Path | None = None) -> Weights:
     with np.load(path, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
     meta = json.loads(bytes(arrays["meta"]).decode())
+    _check_decodes(meta.get("decodes", []))
     float_params = {k[len("float/"):]: v for k, v in arrays.items() if k.startswith("float/")}
     hyper_layers = []
     for i, (pad, shuffle) in enumerate(meta["hyper_layers"]):

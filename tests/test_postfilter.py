@@ -40,7 +40,7 @@ def _torch_filtered(pf: PostFilter, image: np.ndarray, level: float) -> np.ndarr
 
 @pytest.mark.parametrize("scale,shape,level", [(2, (70, 46), 0.0), (2, (200, 136), 3.3), (1, (45, 31), 7.0)])
 def test_numpy_post_filter_matches_torch(scale, shape, level, monkeypatch):
-    monkeypatch.setattr(numpy_postfilter, "STRIP_ROWS", 7)   # several strips and halos
+    monkeypatch.setattr(numpy_postfilter, "TILE", 7)   # several tiles and halos both ways
     pf = _random_filter(8, scale)
     image = natural_image(*shape, seed=3)
     ours = NumpyPostFilter(_params(pf)).apply(image, level)
@@ -50,14 +50,15 @@ def test_numpy_post_filter_matches_torch(scale, shape, level, monkeypatch):
     assert (ours != image).mean() > 0.5           # the random filter really changes the image
 
 
-def test_strips_give_the_whole_image_result(monkeypatch):
+def test_tiles_give_the_whole_image_result(monkeypatch):
     pf = NumpyPostFilter(_params(_random_filter(8, 2, seed=1)))
-    image = natural_image(96, 64, seed=5)
+    image = natural_image(96, 70, seed=5)
+    monkeypatch.setattr(numpy_postfilter, "TILE", 0)          # one pass over the whole image
     whole = pf.apply(image, 2.0)
-    monkeypatch.setattr(numpy_postfilter, "STRIP_ROWS", 5)
-    strips = pf.apply(image, 2.0)
-    assert np.abs(whole.astype(int) - strips.astype(int)).max() <= 1
-    assert (whole != strips).mean() < 0.001
+    monkeypatch.setattr(numpy_postfilter, "TILE", 5)
+    tiles = pf.apply(image, 2.0)
+    assert np.abs(whole.astype(int) - tiles.astype(int)).max() <= 1
+    assert (whole != tiles).mean() < 0.001
 
 
 def test_untrained_filter_is_the_identity_and_input_is_kept():
@@ -72,10 +73,14 @@ def test_refuses_bad_shapes():
     pf = NumpyPostFilter(_params(_random_filter(8, 2)))
     with pytest.raises(ValueError, match="multiples of 2"):
         pf.apply(natural_image(31, 32), 1.0)
-    params = _params(_random_filter(8, 2))
-    params["postfilter.level_bias"] = np.zeros(5, np.float32)
-    with pytest.raises(ValueError, match="do not fit"):
-        NumpyPostFilter(params)
+    for name, shape in (("level_bias", (5,)), ("middle.bias", (7,)), ("last.weight", (12, 6, 3, 3)),
+                        ("last.bias", (3,))):
+        params = _params(_random_filter(8, 2))
+        params["postfilter." + name] = np.zeros(shape, np.float32)
+        with pytest.raises(ValueError, match="do not fit"):
+            NumpyPostFilter(params)
+
+
 def test_codec_output_is_the_filtered_synthesis():
     """The decoder's pixels are the post-filter applied to the synthesis' 8-bit image (rendered
     up to even sides, then cropped), at the file's quality level."""
@@ -104,3 +109,20 @@ def test_files_of_the_previous_model_still_decode():
     original = natural_image(40, 56, seed=11).astype(np.float64)   # what the file was made from
     assert decoded.shape == original.shape
     assert 10 * np.log10(255 ** 2 / ((decoded - original) ** 2).mean()) > 29.0
+
+
+@pytest.mark.parametrize("decodes", ["vaez-ls2", [["vaez-ls2"]], [None], [{"model_id": "x", "digest": "zz"}],
+                                     {"model_id": "vaez-ls2", "digest": "00" * 8}])
+def test_malformed_decodes_metadata_is_refused_when_loading(tmp_path, decodes):
+    import json
+
+    from neuralcodec.weights import DEFAULT_WEIGHTS, load_weights
+
+    with np.load(DEFAULT_WEIGHTS) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    meta["decodes"] = decodes
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "w.npz", **arrays)
+    with pytest.raises(ValueError, match="decodes"):
+        load_weights(tmp_path / "w.npz")

@@ -131,7 +131,19 @@ def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
     with pytest.raises(ValueError, match="not latent-compatible"):
         export.export(run / "last.pt", tmp_path / "x.npz", "vaez-x", decodes=(DEFAULT_WEIGHTS,))
     assert export.main([str(run / "last.pt"), str(tmp_path / "y.npz"), "--decodes", str(DEFAULT_WEIGHTS)]) == 2
+    assert export.main([str(run / "last.pt"), str(tmp_path / "y.npz"), "--decodes", str(tmp_path / "none.npz")]) == 2
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert export.main([str(run / "last.pt"), str(tmp_path / "y.npz"), "--decodes", str(tmp_path / "junk.npz")]) == 2
     assert not (tmp_path / "y.npz").exists()
+    # what a model decodes carries over to the next one exported from it
+    nxt = Codec(export.export(run / "last.pt", tmp_path / "next.npz", "vaez-next", decodes=(tmp_path / "w.npz",)))
+    assert nxt.decodes_model("vaez-pf", codec.weights.digest) and nxt.decodes_model("vaez-base", old.weights.digest)
+    # --only postfilter refuses a start that lacks other parts (they would be random and frozen)
+    plain = tmp_path / "plain"
+    assert train.main(common + ["--out", str(plain), "--steps", "1", "--context-hidden", "0"]) == 0
+    assert train.main(common + ["--out", str(tmp_path / "pf3"), "--steps", "1", "--init", str(plain / "last.pt"),
+                                "--only", "postfilter", "--postfilter-channels", "8", "--cache", "2",
+                                "--patch", "32"]) == 2
     # a --patch that does not fit the filter's pixel groups is refused
     assert train.main(common + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init",
                                 str(base / "last.pt"), "--only", "postfilter",
