@@ -43,7 +43,7 @@ def z_tables(net: VaezNetwork) -> list[SymbolTable]:
     return tables
 
 
-def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> dict:
+def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dict]:
     """``[{"model_id", "digest"}, ...]``: the weights file ``older`` and the models it
     decodes itself, if files written with them decode to the same latents with ``arrays``:
     every array of ``older`` (transforms, hyper, context, tables, gains) is in ``arrays``

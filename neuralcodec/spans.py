@@ -14,3 +14,12 @@ def halo_windows(length: int, core: int, halo: int) -> list[tuple[slice, slice]]
     both sides and clipped to the axis."""
     return [(slice(max(a - halo, 0), min(b + halo, length)), slice(a, b))
             for a, b in tile_starts(length, core or length or 1)]
+
+
+def halo_tiles(size: tuple[int, int], core: int, halo: int):
+    """`halo_windows` in two dimensions: ``(rows, cols, keep_rows, keep_cols)`` slices for
+    square tiles of ``core`` positions over a ``size`` (rows, columns) grid: each tile's input
+    window (core plus halo, clipped) and its core."""
+    for rows, keep_rows in halo_windows(size[0], core, halo):
+        for cols, keep_cols in halo_windows(size[1], core, halo):
+            yield rows, cols, keep_rows, keep_cols

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spans import halo_windows
+from ..spans import halo_tiles
 from .constants import LEVELS
 from .numpy_synthesis import bordered_grid, conv3x3_rows, conv3x3_taps
 
@@ -48,14 +48,12 @@ class NumpyPostFilter:
             raise ValueError(f"post-filter needs an RGB image with sides that are multiples of {s}")
         first_bias = self.first[1] + self.level_bias * np.float32(level / (LEVELS - 1))
         filtered = np.empty_like(rgb)
-        for rows, keep_rows in halo_windows(height, TILE, HALO):
-            for cols, keep_cols in halo_windows(width, TILE, HALO):
-                result = self._run(rgb[rows.start * s:rows.stop * s, cols.start * s:cols.stop * s],
-                                   first_bias)
-                top, left = (keep_rows.start - rows.start) * s, (keep_cols.start - cols.start) * s
-                filtered[keep_rows.start * s:keep_rows.stop * s, keep_cols.start * s:keep_cols.stop * s] = \
-                    result[top:top + (keep_rows.stop - keep_rows.start) * s,
-                           left:left + (keep_cols.stop - keep_cols.start) * s]
+        for rows, cols, keep_rows, keep_cols in halo_tiles((height, width), TILE, HALO):
+            result = self._run(rgb[rows.start * s:rows.stop * s, cols.start * s:cols.stop * s], first_bias)
+            top, left = (keep_rows.start - rows.start) * s, (keep_cols.start - cols.start) * s
+            filtered[keep_rows.start * s:keep_rows.stop * s, keep_cols.start * s:keep_cols.stop * s] = \
+                result[top:top + (keep_rows.stop - keep_rows.start) * s,
+                       left:left + (keep_cols.stop - keep_cols.start) * s]
         return filtered
 
     def _run(self, tile: np.ndarray, first_bias: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spans import halo_windows
+from ..spans import halo_tiles
 from .constants import BLOCK
 
 
@@ -49,7 +49,7 @@ class NumpySynthesis:
         to ``out``'s size. ``tile`` > 0 runs square tiles of that many latent positions per
         side, each with a halo of `halo` positions (memory bounded by the tile, whatever the
         image's size or shape); 0 runs the whole latent at once."""
-        for rows, cols, keep_rows, keep_cols in _tiles(y_hat.shape[1:], tile, self.halo):
+        for rows, cols, keep_rows, keep_cols in halo_tiles(y_hat.shape[1:], tile, self.halo):
             top, left = keep_rows.start * BLOCK, keep_cols.start * BLOCK
             height = min((keep_rows.stop - keep_rows.start) * BLOCK, out.shape[0] - top)
             width = min((keep_cols.stop - keep_cols.start) * BLOCK, out.shape[1] - left)
@@ -86,14 +86,6 @@ class NumpySynthesis:
         # channel c*64 + i*8 + j of latent (r, x) is pixel (8r + i, 8x + j), colour c
         cube = out.astype(np.uint8).reshape(height, pitch, 3, BLOCK, BLOCK)[:, :width]
         return np.ascontiguousarray(cube.transpose(0, 3, 1, 4, 2)).reshape(height * BLOCK, width * BLOCK, 3)
-
-
-def _tiles(size: tuple[int, int], tile: int, halo: int):
-    """``(rows, cols, keep_rows, keep_cols)`` slices of latent positions: each tile's input
-    window (core plus halo, clipped to the latent) and its core."""
-    for rows, keep_rows in halo_windows(size[0], tile, halo):
-        for cols, keep_cols in halo_windows(size[1], tile, halo):
-            yield rows, cols, keep_rows, keep_cols
 
 
 def conv3x3_taps(weight: np.ndarray) -> np.ndarray:
