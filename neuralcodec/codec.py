@@ -50,6 +50,11 @@ HYPER_TILE = 32               # z positions per side of an integer hyper-synthes
 # The integer hyper-synthesis returns the gain-free mean as integers (|a| <= 2**ACT_LIMIT_BITS)
 # times 2**-ACT_BITS: float32 holds those exactly while ACT_LIMIT_BITS <= 24, at half the memory.
 _MEAN_DTYPE = np.float32 if ACT_LIMIT_BITS <= 24 else np.float64
+# Rate-aware rounding at every effort (`refine.rate_aware_round`; 0: plain rounding). Its
+# per-symbol distortion estimate leaves out that the moves of neighbouring symbols add up, so
+# the price it puts on distortion is raised; BD-rate against plain rounding on the held-out
+# validation photos (PSNR) at strength 1 / 3 / 6 / 9 / 14: +8.2 / +0.5 / -0.8 / -0.9 / -0.75%.
+ROUNDING_STRENGTH = 9.0
 
 
 def _latent_shapes(width: int, height: int, config: dict):
@@ -139,6 +144,7 @@ class Codec:
         self._net = None
         self._net_lock = threading.Lock()
         self._local = threading.local()
+        self.rounding_strength = ROUNDING_STRENGTH
 
     def decodes_model(self, model_id: str, digest: bytes) -> bool:
         """Whether files written with model ``model_id`` (weights ``digest``) decode here: the
@@ -299,8 +305,8 @@ class Codec:
         """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes.
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
-        ``effort``: 0 (fastest) to 3; above 0 the encoder spends `refine.ITERATIONS` passes
-        through the synthesis choosing cheaper symbols (see `neuralcodec.refine`). Files stay
+        ``effort``: 0 (fastest) to 3; above 0 the encoder spends passes through the synthesis
+        choosing cheaper symbols (`refine.SCHEDULES`; see `neuralcodec.refine`). Files stay
         decodable by any vaez decoder of the same model; decoding speed is the same.
         """
         from .refine import check_effort
@@ -342,10 +348,11 @@ class Codec:
         # with a context model: the gain-free mean and the total scale coordinate, kept exactly
         mean_unit_all = np.empty(y_shape, dtype=_MEAN_DTYPE) if self.context else None
         total = np.empty(y_shape, dtype=np.int32) if self.context else None
+        quantize = self._quantizer(quality)
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
             self._scale_tables(coordinate, offset, index, total, rows, cols)
             y = y_unit[:, rows, cols].astype(np.float64) * gain
-            y_symbols[:, rows, cols] = np.round(y - mean_unit * gain)
+            y_symbols[:, rows, cols] = quantize(y - mean_unit * gain, index[:, rows, cols])
             if effort:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
@@ -366,7 +373,8 @@ class Codec:
                 new_index = index_from_total(total[:, rows].astype(np.int64) + d_coord, in_place=True)
                 index[:, rows] = np.where(part, new_index, index[:, rows])
                 value = y_unit[:, rows].astype(np.float64) * gain
-                y_symbols[:, rows] = np.where(part, np.round(value - corrected), y_symbols[:, rows])
+                y_symbols[:, rows] = np.where(part, quantize(value - corrected, new_index),
+                                              y_symbols[:, rows])
                 if effort:
                     mean[:, rows] = np.where(part, corrected, mean[:, rows])
             del mean_unit_all, total
@@ -401,6 +409,34 @@ class Codec:
         self._stage("container", t)
         return data
 
+    def _quantizer(self, quality: float):
+        """(residual before rounding, scale index) -> integer symbols at ``quality``: plain
+        rounding, or `refine.rate_aware_round` when `rounding_strength` is above zero."""
+        if not self.rounding_strength:
+            return lambda value, index: np.round(value).astype(np.int64)
+        from . import refine
+        from .model.quality import lambda_at
+
+        bits = getattr(self, "_symbol_bits", None)
+        if bits is None:
+            bits = self._symbol_bits = refine.symbol_bits(self.weights.y_tables)
+        level = level_from_quality(quality)
+        lam = float(lambda_at(self._torch.tensor(level, dtype=self._torch.float64)))
+        cost = refine.rounding_cost(self._energy(), self._gain(quality, decoder=True), lam,
+                                    self.rounding_strength)
+        return lambda value, index: refine.rate_aware_round(value, index, bits, cost)
+
+    def _energy(self):
+        """`refine.impulse_energy` of the synthesis (computed once)."""
+        from . import refine
+
+        energy = getattr(self, "_impulse_energy", None)
+        if energy is None:
+            with self._torch.no_grad():
+                energy = self._impulse_energy = refine.impulse_energy(
+                    self.net.synthesis, self.weights.config["latent_channels"], self.device)
+        return energy
+
     def _refine(self, pixels, y_symbols, mean, index, quality, effort, positions=None):
         """Symbols chosen for rate + distortion at ``effort`` (see `neuralcodec.refine`), at
         the latent ``positions`` given ((h, w) bool; all when None).
@@ -413,10 +449,7 @@ class Codec:
         from .model.quality import lambda_at
 
         torch = self._torch
-        energy = getattr(self, "_impulse_energy", None)
-        if energy is None:
-            energy = self._impulse_energy = refine.impulse_energy(
-                self.net.synthesis, y_symbols.shape[0], self.device)
+        energy = self._energy()
         level = level_from_quality(quality)
         lam = float(lambda_at(torch.tensor(level, dtype=torch.float64)))
         synthesis, postfilter = self.net.synthesis, self.net.postfilter
@@ -426,7 +459,7 @@ class Codec:
             x_hat = synthesis(y_hat)   # (the decoder filters the clamped 8-bit image)
             return x_hat if postfilter is None else postfilter(x_hat.clamp(0, 1), level_tensor)
         return refine.refine(decoder, pixels, y_symbols, mean, index,
-                             self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
+                             self._gain(quality, decoder=True), lam, refine.SCHEDULES[effort],
                              energy, device=self.device, positions=positions)
 
     def _hyper_core(self, core: int) -> int:

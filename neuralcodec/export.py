@@ -26,6 +26,8 @@ from .weights import content_digest, pack_tables
 
 Z_RANGE = 512           # z tables are searched over -Z_RANGE..Z_RANGE
 Z_TAIL = 1e-7           # mass left to the escape code on each side
+# arrays only the encoder reads: a model that changes nothing else still decodes the old files
+ENCODER_ONLY = ("float/analysis.", "float/hyper_analysis.")
 
 
 def z_tables(net: VaezNetwork) -> list[SymbolTable]:
@@ -46,8 +48,9 @@ def z_tables(net: VaezNetwork) -> list[SymbolTable]:
 def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dict]:
     """``[{"model_id", "digest"}, ...]``: the weights file ``older`` and the models it
     decodes itself, if files written with them decode to the same latents with ``arrays``:
-    every array of ``older`` (transforms, hyper, context, tables, gains) is in ``arrays``
-    unchanged, so only additions (a post-filter) are new. ValueError naming the first array
+    every array the decoder reads (synthesis, hyper-synthesis, context, tables, gains) is in
+    ``arrays`` unchanged, so only additions (a post-filter) and encoder-side transforms
+    (`ENCODER_ONLY`: analysis, hyper-analysis) may differ. ValueError naming the first array
     that differs (or what is wrong with ``older``) otherwise."""
     try:
         with np.load(older, allow_pickle=False) as archive:
@@ -57,7 +60,7 @@ def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dic
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{older} is not a readable weights file ({type(exc).__name__}: {exc})") from None
     for name, value in old.items():
-        if name == "meta":
+        if name == "meta" or name.startswith(ENCODER_ONLY):
             continue
         new = arrays.get(name)
         if new is None or new.dtype != value.dtype or new.shape != value.shape or not np.array_equal(new, value):

@@ -188,13 +188,22 @@ def main(argv=None) -> int:
                          "such as a context model, start fresh)")
     ap.add_argument("--context-hidden", type=int, default=64,
                     help="width of the checkerboard context model (0: hyperprior only)")
+    ap.add_argument("--analysis-blocks", type=int, default=ModelConfig.analysis_blocks,
+                    help="residual blocks of the analysis transform (with --only encoder and "
+                         "--init, blocks the checkpoint lacks start as the identity)")
     ap.add_argument("--postfilter-channels", type=int, default=0,
                     help="width of the pixel post-filter (0: none)")
     ap.add_argument("--postfilter-scale", type=int, default=2, help="the post-filter's PixelUnshuffle factor")
-    ap.add_argument("--only", choices=("all", "context", "postfilter"), default="all",
+    ap.add_argument("--only", choices=("all", "context", "postfilter", "encoder"), default="all",
                     help="'context': train only the context model, on the rate alone, with "
                          "every other part frozen (cheap: no synthesis pass); 'postfilter': train "
-                         "only the post-filter, on crops decoded once by the frozen codec")
+                         "only the post-filter, on crops decoded once by the frozen codec; "
+                         "'encoder': train only the encoder-side transforms (analysis and "
+                         "hyper-analysis) for the frozen decoder: the new weights decode the "
+                         "old files (see `export --decodes`)")
+    ap.add_argument("--hard-rate", action="store_true",
+                    help="count the rate of the rounded latents (straight-through), as a file "
+                         "pays it, instead of the noisy-latent estimate; for fine-tuning")
     ap.add_argument("--cache", type=int, default=2400,
                     help="--only postfilter: crops of --crop pixels decoded up front")
     ap.add_argument("--patch", type=int, default=128,
@@ -242,15 +251,17 @@ def main(argv=None) -> int:
     sampler = CropSampler(train_images, args.crop, args.seed)
     ckpt_path = args.out / "last.pt"
     net = VaezNetwork(ModelConfig(context_hidden=args.context_hidden,
+                                  analysis_blocks=args.analysis_blocks,
                                   postfilter_channels=args.postfilter_channels,
                                   postfilter_scale=args.postfilter_scale)).to(device)
+    trained = {"encoder": ("analysis.", "hyper_analysis.")}.get(args.only, (args.only + ".",))
     if args.only != "all":
-        if getattr(net, args.only) is None:
+        if args.only != "encoder" and getattr(net, args.only) is None:
             width = {"context": "--context-hidden", "postfilter": "--postfilter-channels"}[args.only]
             print(f"--only {args.only} needs {width} > 0", file=sys.stderr)
             return 2
         for name, p in net.named_parameters():
-            p.requires_grad_(name.startswith(args.only + "."))
+            p.requires_grad_(name.startswith(trained))
     if args.amp:
         net.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -271,7 +282,7 @@ def main(argv=None) -> int:
         missing, unexpected = net.load_state_dict(state["model"], strict=False)
         # parts it lacks start fresh; with --only, only the part being trained may be missing
         # (a fresh, frozen context would make every decode wrong)
-        fresh = (args.only + ".",) if args.only != "all" else ("context.", "postfilter.")
+        fresh = {"all": ("context.", "postfilter."), "encoder": ("analysis.blocks.",)}.get(args.only, trained)
         if unexpected or any(not k.startswith(fresh) for k in missing):
             print(f"{args.init} does not fit this model (missing {missing}, unexpected "
                   f"{unexpected})", file=sys.stderr)
@@ -326,7 +337,7 @@ def main(argv=None) -> int:
             if args.channels_last:
                 x = x.contiguous(memory_format=memory_format)
             level = torch.rand(args.batch, device=device) * (LEVELS - 1)
-            out = net(x, level, rate_only=args.only == "context")
+            out = net(x, level, rate_only=args.only == "context", hard_rate=args.hard_rate)
         opt.zero_grad(set_to_none=True)
         if skipped_in_a_row > 100:
             log({"step": step, "event": "stopping: 100 non-finite steps in a row"})

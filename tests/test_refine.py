@@ -62,7 +62,7 @@ def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeyp
     lam = float(lambda_at(torch.tensor(level_from_quality(60))))
     energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
     out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
-                        codec._gain(60, decoder=True), lam, 4, energy)
+                        codec._gain(60, decoder=True), lam, refine.SCHEDULES[2], energy)
     assert np.array_equal(symbols, before)
     changed = np.argwhere((out != symbols).any(axis=0))
     assert changed.size
@@ -70,6 +70,18 @@ def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeyp
     rows, cols = symbols.shape[1:]
     quarters = {(r * 2 // rows, c * 2 // cols) for r, c in changed}
     assert quarters == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_effort_1_moves_at_most_one_symbol_per_position_by_one_step(codec):
+    """Effort 1's single pass changes every refinable position at once, one symbol each; the
+    anchors (and so the context's means and tables) stay as effort 0 left them."""
+    image = natural_image(64, 96, seed=11)
+    a = codec.decode_latents(codec.compress(image, quality=40))
+    b = codec.decode_latents(codec.compress(image, quality=40, effort=1))
+    assert np.array_equal(a[4], b[4]) and np.array_equal(a[5], b[5])
+    diff = b[3] - a[3]
+    assert np.abs(diff).max() == 1 and (diff != 0).sum(axis=0).max() == 1
+    assert not diff[:, ~non_anchor_mask(*diff.shape[1:])].any()
 
 
 def test_api_and_pillow_pass_effort_through(tmp_path):
@@ -80,3 +92,57 @@ def test_api_and_pillow_pass_effort_through(tmp_path):
     path = tmp_path / "x.vaez"
     Image.fromarray(image).save(path, effort=1, quality=40)
     assert path.read_bytes() == neuralcodec.compress(image, quality=40, effort=1)
+
+
+def test_rate_aware_rounding_moves_only_towards_zero_and_only_when_it_pays():
+    tables = neuralcodec.Codec().weights.y_tables
+    bits = refine.symbol_bits(tables)
+    # magnitude 0 is the cheapest symbol of every table; escapes are infinitely priced here
+    assert np.all(bits[:, 0] <= bits[:, 1]) and np.isinf(bits[0, -1])
+    rng = np.random.default_rng(0)
+    value = rng.normal(0, 3, (8, 6, 5))
+    index = rng.integers(0, len(tables), value.shape)
+    plain = np.round(value).astype(np.int64)
+    # a prohibitive distortion price: plain rounding
+    assert np.array_equal(refine.rate_aware_round(value, index, bits, np.full((8, 1, 1), 1e9)), plain)
+    free = refine.rate_aware_round(value, index, bits, np.zeros((8, 1, 1)))
+    moved = free != plain
+    # free distortion: every symbol whose smaller magnitude is cheaper moves, by one step,
+    # towards zero; zeros and symbols whose table would need an escape stay
+    assert moved.any()
+    assert np.all(np.abs(free - plain) <= 1) and np.all(np.abs(free) <= np.abs(plain))
+    assert not np.any(moved & (plain == 0))
+    idx = np.minimum(np.abs(plain), bits.shape[1] - 1)
+    coded = np.isfinite(bits[index, idx])           # not escaped
+    assert not coded.all()
+    cheaper = coded & (idx >= 1) & (bits[index, idx] > bits[index, np.maximum(idx - 1, 0)])
+    assert np.array_equal(moved, cheaper)
+    # in between, a symbol moves when the bits saved beat the price of the larger error
+    cost = np.full((8, 1, 1), 2.0)
+    some = refine.rate_aware_round(value, index, bits, cost)
+    with np.errstate(invalid="ignore"):
+        saved = bits[index, idx] - bits[index, np.maximum(idx - 1, 0)]
+    added = 2.0 * (1 - 2 * np.sign(plain) * (plain - value))
+    assert np.array_equal(some != plain, cheaper & (saved > added))
+
+
+def test_rate_aware_rounding_changes_symbols_not_the_format(codec):
+    """The default encoder's rounding spends fewer bits than plain rounding; both files decode
+    with the same decoder, and the anchors (hyperprior tables only) differ by at most a step
+    towards zero."""
+    image = natural_image(96, 128, seed=7)
+    strength = codec.rounding_strength
+    try:
+        codec.rounding_strength = 0
+        plain = codec.compress(image, quality=30)
+        codec.rounding_strength = 8.0
+        rate_aware = codec.compress(image, quality=30)
+    finally:
+        codec.rounding_strength = strength
+    assert len(rate_aware) < len(plain)
+    a, b = codec.decode_latents(plain), codec.decode_latents(rate_aware)
+    anchors = ~non_anchor_mask(*a[3].shape[1:])
+    qa, qb = a[3][:, anchors], b[3][:, anchors]
+    assert np.array_equal(a[2], b[2]) and not np.array_equal(qa, qb)
+    assert np.all(np.abs(qa - qb) <= 1) and np.all(np.abs(qb) <= np.abs(qa))
+    assert codec.decompress(rate_aware).size == (128, 96)

@@ -148,3 +148,64 @@ def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
     assert train.main(common + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init",
                                 str(base / "last.pt"), "--only", "postfilter",
                                 "--postfilter-channels", "8", "--patch", "33"]) == 2
+
+
+
+def test_encoder_trains_alone_and_its_weights_decode_the_old_files(tmp_path):
+    """``--only encoder --hard-rate`` changes only the analysis and hyper-analysis; exported
+    with ``--decodes``, the new weights read the old model's files to the same latents, and
+    weights whose decoder side differs are still refused."""
+    import torch
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(80, 96, seed=30 + i)).save(data / f"p{i}.png")
+    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
+              "--threads", "1"]
+    base = tmp_path / "base"
+    assert train.main(common + ["--out", str(base), "--steps", "2"]) == 0
+    run = tmp_path / "enc"
+    assert train.main(common + ["--out", str(run), "--steps", "3", "--init", str(base / "last.pt"),
+                                "--only", "encoder", "--hard-rate", "--lr", "1e-3",
+                                "--warmup", "1"]) == 0
+    before = torch.load(base / "last.pt", weights_only=False)["model"]
+    after = torch.load(run / "last.pt", weights_only=False)["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("analysis.", "hyper_analysis.")) for k in changed)
+    old = Codec(export.export(base / "last.pt", tmp_path / "base.npz", "vaez-base"))
+    new = Codec(export.export(run / "last.pt", tmp_path / "new.npz", "vaez-enc",
+                              decodes=(tmp_path / "base.npz",)))
+    assert new.weights.digest != old.weights.digest
+    old_file = old.compress(natural_image(40, 24, seed=4), quality=60)
+    assert np.array_equal(new.decode_latents(old_file)[3], old.decode_latents(old_file)[3])
+    assert np.array_equal(np.asarray(new.decompress(old_file)), np.asarray(old.decompress(old_file)))
+    assert new.decompress(new.compress(natural_image(33, 47), quality=40)).size == (47, 33)
+    # the old decoder does not read the new model's files (it would not know its digest)
+    with pytest.raises(ValueError, match="vaez-enc"):
+        old.decompress(new.compress(natural_image(16, 16), quality=40))
+
+
+def test_hard_rate_counts_the_rounded_latents():
+    """``hard_rate``: the rate of round(y - mean) and round(z), the same on every pass (the
+    noisy estimate changes from pass to pass), with gradients reaching the analysis."""
+    import torch
+
+    from neuralcodec.model import VaezNetwork
+    from neuralcodec.model.network import gaussian_bin_probability
+
+    torch.manual_seed(0)
+    net = VaezNetwork()
+    x, level = torch.rand(1, 3, 64, 64), torch.tensor([4.0])
+    first, second = net(x, level, hard_rate=True), net(x, level, hard_rate=True)
+    assert torch.equal(first["bpp"], second["bpp"])
+    assert not torch.equal(net(x, level)["bpp"], net(x, level)["bpp"])
+    with torch.no_grad():
+        y = net.analysis(x) * net.gains.encoder_gain(level)
+        z = torch.round(net.hyper_analysis(net.analysis(x)))
+        mean, scale = net.entropy_parameters(y, z, level)
+        bits = -torch.log2(gaussian_bin_probability(torch.round(y - mean), scale)).sum()
+        bits += -torch.log2(net.prior.likelihood(z)).sum()
+    assert torch.allclose(first["bpp"][0], bits / (64 * 64), rtol=1e-5)
+    first["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.analysis.parameters())

@@ -106,20 +106,23 @@ class VaezNetwork(nn.Module):
             coordinate = coordinate + d_coordinate * others
         return mean, scale_from_coordinate(coordinate)
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor, rate_only: bool = False) -> dict:
+    def forward(self, x: torch.Tensor, level: torch.Tensor, rate_only: bool = False,
+                hard_rate: bool = False) -> dict:
         """Training pass. x: (N, 3, H, W) in [0, 1], H and W multiples of 32; level: (N,).
 
         ``rate_only``: skip the synthesis; the loss is the rate alone (for training the
-        entropy model on frozen transforms)."""
+        entropy model on frozen transforms). ``hard_rate``: the rate of the rounded y and z
+        (what a file pays; straight-through gradients) instead of the noisy-latent estimate."""
         y_unit = self._transform(self.analysis, x)
         gain = self.gains.encoder_gain(level)
         y = y_unit * gain
         z = self.hyper_analysis(y_unit)
-        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        z_bits = -torch.log2(self.prior.likelihood(z_noisy)).sum(dim=(1, 2, 3))
+        z_coded = _round_ste(z) if hard_rate else z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_bits = -torch.log2(self.prior.likelihood(z_coded)).sum(dim=(1, 2, 3))
         mean, scale = self.entropy_parameters(y, _round_ste(z), level)
-        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_bits = -torch.log2(gaussian_bin_probability(y_noisy - mean, scale)).sum(dim=(1, 2, 3))
+        residual = (_round_ste(y - mean) if hard_rate
+                    else y + torch.empty_like(y).uniform_(-0.5, 0.5) - mean)
+        y_bits = -torch.log2(gaussian_bin_probability(residual, scale)).sum(dim=(1, 2, 3))
         pixels = x.shape[2] * x.shape[3]
         if rate_only:
             bpp = (y_bits + z_bits) / pixels
