@@ -305,8 +305,8 @@ class Codec:
         """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes.
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
-        ``effort``: 0 (fastest) to 3; above 0 the encoder spends passes through the synthesis
-        choosing cheaper symbols (`refine.SCHEDULES`; see `neuralcodec.refine`). Files stay
+        ``effort``: 0 (fastest) to 3; above 0 the encoder spends `refine.ITERATIONS` passes
+        through the synthesis choosing cheaper symbols (see `neuralcodec.refine`). Files stay
         decodable by any vaez decoder of the same model; decoding speed is the same.
         """
         from .refine import check_effort
@@ -459,7 +459,7 @@ class Codec:
             x_hat = synthesis(y_hat)   # (the decoder filters the clamped 8-bit image)
             return x_hat if postfilter is None else postfilter(x_hat.clamp(0, 1), level_tensor)
         return refine.refine(decoder, pixels, y_symbols, mean, index,
-                             self._gain(quality, decoder=True), lam, refine.SCHEDULES[effort],
+                             self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
                              energy, device=self.device, positions=positions)
 
     def _hyper_core(self, core: int) -> int:

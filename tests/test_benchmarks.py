@@ -239,6 +239,29 @@ def test_rd_effort_levels_give_their_own_curves_and_a_bd_rate_against_effort_0(t
     assert (out / "rd.md").read_text().split("\n", 2)[2] == body
 
 
+def test_rounding_sweep_reports_each_strength_against_the_first(tmp_path, capsys):
+    from benchmarks import rounding
+    from neuralcodec.codec import default_codec
+
+    images = tmp_path / "images"
+    images.mkdir()
+    synthetic_image(96, 128, seed=3).save(images / "a.png")
+    before = default_codec().rounding_strength
+    assert rounding.main(["--strengths", "0", "9", "--qualities", "20", "50", "80",
+                          "--json", str(tmp_path / "r.json"), str(images)], prog="rounding") == 0
+    assert default_codec().rounding_strength == before          # the codec is left as it was
+    result = json.loads((tmp_path / "r.json").read_text())
+    first, second = result["rows"]
+    assert (first["strength"], second["strength"]) == (0, 9) and "bd" not in first
+    assert all(len(row["bpp"]) == 3 and len(row["psnr"]) == 3 for row in result["rows"])
+    # the stronger price on bits spends fewer bits at every quality
+    assert all(b < a for a, b in zip(first["bpp"], second["bpp"]))
+    assert second["bd"]["psnr"]["bd_rate"] is not None
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| 9 |"))
+    assert f"{second['bd']['psnr']['bd_rate']:+.2f}%" in row
+
+
 def test_rd_without_effort_0_says_so_and_rejects_unknown_efforts(capsys):
     ours = {"name": "ours effort=2", "kind": "ours", "settings": {"coder": "auto", "effort": 2},
             "points": [{"quality": q, "bpp": r, "psnr": p, "ms_ssim": math.nan,
