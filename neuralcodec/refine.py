@@ -176,7 +176,7 @@ def rate_aware_round(value: np.ndarray, index: np.ndarray, bits: np.ndarray,
     saves outweigh the distortion it adds.
 
     value (M, h, w): the residual ``y - mean`` before rounding (gained domain); index (M, h, w):
-    scale indexes; bits: `symbol_bits`; cost (M, 1, 1): the objective's price, in bits, of a
+    scale indexes; bits: `symbol_bits`; cost (M, 1, 1) float64: the objective's price, in bits, of a
     squared step of one symbol in each channel (``lambda * 255^2 / 3`` times the channel's
     pixel energy per unit symbol; see `rounding_cost`). Moving q to q - sign(q) changes the
     squared quantisation error (q - v)^2 by exactly ``1 - 2 sign(q) (q - v)``: the diagonal
@@ -184,19 +184,24 @@ def rate_aware_round(value: np.ndarray, index: np.ndarray, bits: np.ndarray,
     gradients at higher efforts.
     """
     q = np.round(value)
-    limit = bits.shape[1] - 1
-    within = np.abs(q) <= limit
-    magnitude = np.where(within, np.abs(q), limit).astype(np.intp)
-    idx = index.astype(np.intp)
-    now = bits[idx, magnitude]
-    # symbols beyond ``bits`` or coded through the escape keep their value
-    movable = within & (magnitude >= 1) & np.isfinite(now)
-    with np.errstate(invalid="ignore"):   # inf - inf where not movable: masked out
-        saved = np.where(movable, now - bits[idx, np.maximum(magnitude - 1, 0)], 0.0)
-    sign = np.sign(q)
-    added = cost * (1.0 - 2.0 * sign * (q - value))
-    move = movable & (saved > added)
-    q -= sign * move
+    flat = q.reshape(-1)                       # a view: q is a new contiguous array
+    nonzero = np.flatnonzero(flat)             # only these can move (most symbols are 0)
+    if nonzero.size:
+        current = flat[nonzero]
+        magnitude = np.abs(current)
+        limit = bits.shape[1] - 1
+        where = np.unravel_index(nonzero, q.shape)   # (channel, row, column): no full copies
+        table = index[where].astype(np.intp)
+        clipped = np.minimum(magnitude, limit).astype(np.intp)
+        now = bits[table, clipped]
+        # symbols beyond ``bits`` or coded through the escape keep their value
+        movable = (magnitude <= limit) & np.isfinite(now)
+        with np.errstate(invalid="ignore"):   # inf - inf where not movable: masked out
+            saved = now - bits[table, clipped - 1]
+        sign = np.sign(current)
+        added = cost.reshape(-1)[where[0]] * (1.0 - 2.0 * sign * (current - value[where]))
+        move = movable & (saved > added)
+        flat[nonzero[move]] -= sign[move]
     return q.astype(np.int64)
 
 
