@@ -110,6 +110,24 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
     return out
 
 
+def write_energy(weights_path: Path) -> Path:
+    """Compute the synthesis' impulse energies of the weights file ``weights_path`` and store
+    them beside it (`weights.energy_path`), so that encoders read them instead of computing
+    them in every process (`Codec._energy`)."""
+    from .codec import Codec
+    from .weights import energy_path
+
+    codec = Codec(weights_path)
+    stale = energy_path(weights_path)
+    stale.unlink(missing_ok=True)               # never read an older file's values back
+    energy = codec._energy().numpy().astype(np.float32)
+    out = energy_path(weights_path)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, digest=np.frombuffer(codec.weights.digest, dtype=np.uint8), energy=energy)
+    os.replace(tmp, out)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neuralcodec.export", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
@@ -117,14 +135,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model-id", default="vaez-ls3")
     ap.add_argument("--decodes", type=Path, action="append", default=[], metavar="OLD.npz",
                     help="an earlier weights file whose .vaez files this model decodes too: "
-                         "refused unless all its arrays are unchanged here (repeatable)")
+                         "refused unless every array its decoder reads is unchanged here "
+                         "(repeatable)")
     args = ap.parse_args(argv)
     try:
         path = export(args.checkpoint, args.out, args.model_id, decodes=tuple(args.decodes))
     except ValueError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {write_energy(path)}")
     return 0
 
 

@@ -157,10 +157,11 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, i
 
 
 # -- effort 0: rate-aware rounding, no pass through the decoder ---------------------------------
-def symbol_bits(tables, limit: int = 64) -> np.ndarray:
-    """Bits the coder spends on a residual of magnitude ``0..limit`` under each scale table
-    (the tables are zero-mean and symmetric); ``inf`` where a magnitude needs the escape
-    (`rate_aware_round` leaves those symbols alone)."""
+def magnitude_bits(tables, limit: int = 64) -> np.ndarray:
+    """Ideal code length (bits) of a residual of magnitude ``0..limit`` under each scale table,
+    read on the positive side (the zero-mean tables are symmetric up to the rounding of one
+    entry in the widest ones); ``inf`` where a magnitude needs the escape (`rate_aware_round`
+    leaves those symbols alone)."""
     bits = np.full((len(tables), limit + 1), np.inf)
     for s, table in enumerate(tables):
         direct = table.freqs[:-1]
@@ -176,16 +177,17 @@ def rate_aware_round(value: np.ndarray, index: np.ndarray, bits: np.ndarray,
     saves outweigh the distortion it adds.
 
     value (M, h, w): the residual ``y - mean`` before rounding (gained domain); index (M, h, w):
-    scale indexes; bits: `symbol_bits`; cost (M, 1, 1) float64: the objective's price, in bits, of a
+    scale indexes; bits: `magnitude_bits`; cost (M, 1, 1) float64: the objective's price, in bits, of a
     squared step of one symbol in each channel (``lambda * 255^2 / 3`` times the channel's
     pixel energy per unit symbol; see `rounding_cost`). Moving q to q - sign(q) changes the
     squared quantisation error (q - v)^2 by exactly ``1 - 2 sign(q) (q - v)``: the diagonal
     (per-symbol, no interaction) estimate that the greedy `refine` replaces with real
     gradients at higher efforts.
     """
-    q = np.round(value)
-    flat = q.reshape(-1)                       # a view: q is a new contiguous array
-    nonzero = np.flatnonzero(flat)             # only these can move (most symbols are 0)
+    q = np.ascontiguousarray(np.round(value))
+    flat = q.reshape(-1)                       # a view of the contiguous q
+    # only nonzero symbols can move (most are 0); non-finite values are left to the caller
+    nonzero = np.flatnonzero((flat != 0) & np.isfinite(flat))
     if nonzero.size:
         current = flat[nonzero]
         magnitude = np.abs(current)

@@ -256,6 +256,10 @@ def main(argv=None) -> int:
                                   postfilter_scale=args.postfilter_scale)).to(device)
     trained = {"encoder": ("analysis.", "hyper_analysis.")}.get(args.only, (args.only + ".",))
     if args.only != "all":
+        if args.init is None and not (args.out / "last.pt").exists():
+            print(f"--only {args.only} trains one part of an existing model: give --init "
+                  "(or resume a run)", file=sys.stderr)
+            return 2
         if args.only != "encoder" and getattr(net, args.only) is None:
             width = {"context": "--context-hidden", "postfilter": "--postfilter-channels"}[args.only]
             print(f"--only {args.only} needs {width} > 0", file=sys.stderr)

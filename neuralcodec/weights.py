@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,32 @@ class Weights:
     z_tables: list[SymbolTable]
     meta: dict
     context: dict[str, np.ndarray] | None = None   # integer checkerboard context, if the model has one
+    source: Path | None = None               # the file they were read from
+
+
+def energy_path(weights_path: Path) -> Path:
+    """Where the encoder's impulse energies for the weights file ``weights_path`` are kept:
+    ``NAME.energy.npz`` beside ``NAME.npz`` (see `load_energy`)."""
+    return Path(weights_path).with_suffix(".energy.npz")
+
+
+def load_energy(weights: "Weights") -> np.ndarray | None:
+    """The synthesis' per-channel impulse energies (`refine.impulse_energy`, float32) stored
+    beside the weights file, or None when there is no such file, it is unreadable, or it was
+    written for other weights (its digest differs). Only the encoder uses them; storing them
+    spares each process the few tenths of a second of computing them."""
+    if weights.source is None:
+        return None
+    try:
+        with np.load(energy_path(weights.source), allow_pickle=False) as archive:
+            digest = archive["digest"].astype(np.uint8).tobytes()
+            energy = archive["energy"].astype(np.float32)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    channels = weights.config.get("latent_channels")
+    if digest != weights.digest or energy.shape != (channels,) or not np.isfinite(energy).all():
+        return None
+    return energy
 
 
 def _check_decodes(decodes) -> None:
@@ -90,4 +117,4 @@ def load_weights(path: str | Path | None = None) -> Weights:
     return Weights(model_id=meta["model_id"], digest=content_digest(arrays)[:8], config=meta["config"],
                    float_params=float_params, hyper_layers=hyper_layers,
                    gain_offsets=arrays["hyper/gain_offsets"].astype(np.int64), y_tables=y_tables,
-                   z_tables=z_tables, meta=meta, context=context)
+                   z_tables=z_tables, meta=meta, context=context, source=path)

@@ -84,7 +84,7 @@ def test_api_and_pillow_pass_effort_through(tmp_path):
 
 def test_rate_aware_rounding_moves_only_towards_zero_and_only_when_it_pays():
     tables = neuralcodec.Codec().weights.y_tables
-    bits = refine.symbol_bits(tables)
+    bits = refine.magnitude_bits(tables)
     # magnitude 0 is the cheapest symbol of every table; escapes are infinitely priced here
     assert np.all(bits[:, 0] <= bits[:, 1]) and np.isinf(bits[0, -1])
     rng = np.random.default_rng(0)
@@ -134,3 +134,26 @@ def test_rate_aware_rounding_changes_symbols_not_the_format(codec):
     assert np.array_equal(a[2], b[2]) and not np.array_equal(qa, qb)
     assert np.all(np.abs(qa - qb) <= 1) and np.all(np.abs(qb) <= np.abs(qa))
     assert codec.decompress(rate_aware).size == (128, 96)
+
+
+def test_rate_aware_rounding_takes_any_layout_and_leaves_non_finite_values_alone():
+    bits = refine.magnitude_bits(neuralcodec.Codec().weights.y_tables)
+    rng = np.random.default_rng(1)
+    value = rng.normal(0, 3, (5, 6, 7))
+    index = rng.integers(0, bits.shape[0], value.shape)
+    cost = np.full((5, 1, 1), 0.5)
+    expected = refine.rate_aware_round(value, index, bits, cost)
+    assert not np.array_equal(expected, np.round(value))     # some symbols moved
+    # the same numbers in Fortran order, or as a transposed view, give the same symbols
+    fortran = refine.rate_aware_round(np.asfortranarray(value), np.asfortranarray(index), bits, cost)
+    assert np.array_equal(fortran, expected)
+    swapped = refine.rate_aware_round(value.transpose(0, 2, 1), index.transpose(0, 2, 1), bits, cost)
+    assert np.array_equal(swapped, expected.transpose(0, 2, 1))
+    # NaN and inf are not moved (and do not crash the table look-up); the rest still are
+    odd = value.copy()
+    odd[0, 0, :3] = (np.nan, np.inf, -np.inf)
+    with np.errstate(invalid="ignore"):          # NaN to int64, as plain rounding does
+        out = refine.rate_aware_round(odd, index, bits, cost)
+    assert np.array_equal(out[1:], expected[1:])
+    assert np.array_equal(refine.rate_aware_round(np.zeros((2, 0, 3)), np.zeros((2, 0, 3), int),
+                                                  bits, cost[:2]), np.zeros((2, 0, 3)))

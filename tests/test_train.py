@@ -184,6 +184,21 @@ def test_encoder_trains_alone_and_its_weights_decode_the_old_files(tmp_path):
     # the old decoder does not read the new model's files (it would not know its digest)
     with pytest.raises(ValueError, match="vaez-enc"):
         old.decompress(new.compress(natural_image(16, 16), quality=40))
+    # training one part needs a model to start from
+    assert train.main(common + ["--out", str(tmp_path / "none"), "--steps", "1", "--only", "encoder"]) == 2
+    # the encoder's impulse energies: stored beside the weights for exactly those weights
+    from neuralcodec.weights import energy_path, load_energy
+
+    assert load_energy(new.weights) is None
+    stored = export.write_energy(tmp_path / "new.npz")
+    assert stored == energy_path(tmp_path / "new.npz") and stored.exists()
+    fresh = Codec(tmp_path / "new.npz")
+    energy = load_energy(fresh.weights)
+    assert energy is not None and np.array_equal(energy, new._energy().numpy())
+    image = natural_image(40, 56, seed=8)
+    assert fresh.compress(image, quality=30) == new.compress(image, quality=30)
+    stored.rename(energy_path(tmp_path / "base.npz"))         # other weights' values: ignored
+    assert load_energy(Codec(tmp_path / "base.npz").weights) is None
 
 
 def test_hard_rate_counts_the_rounded_latents():
