@@ -53,8 +53,9 @@ HYPER_TILE = 32               # z positions per side of an integer hyper-synthes
 _MEAN_DTYPE = np.float32 if ACT_LIMIT_BITS <= 24 else np.float64
 # Rate-aware rounding at every effort (`refine.rate_aware_round`; 0: plain rounding). Its
 # per-symbol distortion estimate leaves out that the moves of neighbouring symbols add up, so
-# the price it puts on distortion is raised; BD-rate against plain rounding on the held-out
-# validation photos (PSNR) at strength 1 / 3 / 6 / 9 / 14: +8.2 / +0.5 / -0.8 / -0.9 / -0.75%.
+# the price it puts on distortion is raised; BD-rate (PSNR) against plain rounding on the
+# held-out validation photos at strength 3 / 6 / 9 / 14: +0.45 / -0.83 / -0.90 / -0.75%
+# (`benchmarks/rounding.py`; strength 1, the literal estimate: +8.2%).
 ROUNDING_STRENGTH = 9.0
 
 
