@@ -118,10 +118,9 @@ def write_energy(weights_path: Path) -> Path:
     from .weights import energy_path
 
     codec = Codec(weights_path)
-    stale = energy_path(weights_path)
-    stale.unlink(missing_ok=True)               # never read an older file's values back
-    energy = codec._energy().numpy().astype(np.float32)
     out = energy_path(weights_path)
+    out.unlink(missing_ok=True)                 # compute afresh, never read an older file back
+    energy = codec._energy().numpy().astype(np.float32)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, digest=np.frombuffer(codec.weights.digest, dtype=np.uint8), energy=energy)
     os.replace(tmp, out)
