@@ -126,6 +126,8 @@ def _jobs(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neuralcodec.efforts import DEFAULT_EFFORT, EFFORTS   # no torch
+
     raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=PROG, formatter_class=raw, epilog=EXAMPLES,
                      description="vaez: a learned lossy image codec (.vaez files).")
@@ -177,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="entropy coder (default auto: constriction if installed, else huffman)")
     c.add_argument("--strip", action="store_true",
                    help="drop the ICC profile and EXIF metadata (kept by default)")
-    c.add_argument("-e", "--effort", type=int, choices=(0, 1, 2, 3), default=0, metavar="E",
-                   help="encoder effort 0..3 (default 0): higher is slower to encode and gives "
+    c.add_argument("-e", "--effort", type=int, choices=EFFORTS, default=DEFAULT_EFFORT,
+                   metavar="E", help=f"encoder effort 0..3 (default {DEFAULT_EFFORT}): higher is slower to encode and gives "
                         "smaller files at the same quality; decoding speed is unchanged")
     common(c, "output file for one input, or a directory (several inputs, a trailing '/' "
               "or an existing directory); default: the input name with a .vaez suffix")

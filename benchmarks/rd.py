@@ -13,10 +13,11 @@ and, optionally, against published Kodak curves (anchors).
 
 ``--effort 0 2`` measures our codec once per encoder effort (``Codec.compress(...,
 effort=E)``, see ``neuralcodec/refine.py``: slower encode, smaller files, same
-decoder).  Each effort is its own curve, named ``ours`` for effort 0 and
-``ours effort=E`` otherwise, with everything ``ours`` gets (BD-rates against the
-baselines and anchors, a per-quality table, timings, a line in the plot), plus
-a table of the BD-rate of every effort > 0 against effort 0 of the same coder.
+decoder).  Each effort is its own curve, named ``ours`` for the default effort
+(``neuralcodec.efforts.DEFAULT_EFFORT``, what a user gets) and ``ours effort=E``
+otherwise, with everything ``ours`` gets (BD-rates against the baselines and
+anchors, a per-quality table, timings, a line in the plot), plus a table of the
+BD-rate of every effort > 0 against effort 0 (no refinement pass) of the same coder.
 
 ``--validation-split`` measures, instead of every image of DIR, only the
 held-out validation images of a training folder, chosen exactly as
@@ -73,6 +74,7 @@ from PIL import Image, ImageOps, features
 from benchmarks.bdrate import bd_rate_result
 from benchmarks.common import set_threads, start_command
 from benchmarks.metrics import MIN_SIDE, ms_ssim, msssim_db, psnr
+from neuralcodec.efforts import DEFAULT_EFFORT, EFFORTS  # noqa: F401 (EFFORTS re-exported)
 
 __all__ = [
     "DEFAULT_QUALITIES", "BASELINES", "EFFORTS", "DEFAULT_VAL_FRACTION", "CodecUnavailable",
@@ -84,7 +86,6 @@ __all__ = [
 ]
 
 DEFAULT_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 92, 100]
-EFFORTS = (0, 1, 2, 3)            # neuralcodec.refine.EFFORTS (not imported: it needs torch)
 DEFAULT_VAL_FRACTION = 0.05       # neuralcodec.train's --val-fraction default
 
 # Quality sweeps chosen so each baseline spans roughly 0.1-0.2 to 2-4 bpp on
@@ -271,13 +272,14 @@ def measure_pillow(name: str, images, qualities=None, options: dict | None = Non
 
 def ours_name(coder: str, effort: int, coders: int = 1) -> str:
     """Curve name of our codec: ``ours``, ``ours[coder]`` when several coders are
-    measured, with `` effort=E`` appended for an encoder effort above 0."""
+    measured, with `` effort=E`` appended for an encoder effort other than the
+    default one."""
     name = "ours" if coders <= 1 else f"ours[{coder}]"
-    return name if not effort else f"{name} effort={effort}"
+    return name if effort == DEFAULT_EFFORT else f"{name} effort={effort}"
 
 
 def measure_ours(images, qualities=None, coder: str = "auto", name: str = "ours",
-                 progress: bool = True, effort: int = 0) -> dict:
+                 progress: bool = True, effort: int = DEFAULT_EFFORT) -> dict:
     """Sweep our codec (``neuralcodec.compress``/``decompress``) over qualities
     at encoder ``effort`` (0..3; see ``neuralcodec.refine``).
 
@@ -524,7 +526,7 @@ def report(results: dict) -> str:
     for r in measured:
         pts = r["points"]
         s = r["settings"]
-        effort = f", effort={s['effort']}" if s.get("effort") else ""
+        effort = f", effort={s['effort']}" if s.get("effort") is not None else ""
         desc = (s.get("description")
                 or f"coder={s.get('coder')}{effort}, model {s.get('model_id', '?')}")
         lines.append(
@@ -552,7 +554,9 @@ def report(results: dict) -> str:
                      "MS-SSIM in dB as the quality axis. `*`: overlap covers under half of a curve.")
         lines.append("")
 
-    efforts = [r for r in measured if r["kind"] == "ours" and r["settings"].get("effort")]
+    # curves with refinement passes that have an effort-0 curve of their coder to compare with
+    efforts = [r for r in measured if r["kind"] == "ours" and r["settings"].get("effort")
+               and results.get("effort_bd_rate", {}).get(r["name"])]
     if efforts:
         by_name = {r["name"]: r for r in measured}
         lines.append("## Encoder effort: BD-rate against effort 0 (same decoder; negative: "
@@ -561,11 +565,8 @@ def report(results: dict) -> str:
         lines.append("| curve | against | BD-rate (PSNR) | BD-rate (MS-SSIM) | enc s/img | "
                      "enc time vs effort 0 | dec s/img |")
         lines.append("|---|---|---|---|---|---|---|")
-        missing = []
         for r in efforts:
-            against = results.get("effort_bd_rate", {}).get(r["name"], {})
-            if not against:
-                missing.append(r["name"])
+            against = results["effort_bd_rate"][r["name"]]
             enc = _mean(p["enc_s"] for p in r["points"])
             dec = _mean(p["dec_s"] for p in r["points"])
             for base_name, entry in against.items():
@@ -578,9 +579,6 @@ def report(results: dict) -> str:
         lines.append("Same qualities, same file format and decoder; only the encoder's choice of "
                      "symbols differs (`neuralcodec/refine.py`). `*`: overlap covers under half "
                      "of a curve.")
-        if missing:
-            lines.append(f"No effort-0 curve of the same coder was measured for "
-                         f"{', '.join(missing)}: add 0 to --effort for this comparison.")
         lines.append("")
 
     anchors = [r for r in records if r["kind"] == "anchor"]
@@ -650,7 +648,8 @@ def plot(results: dict, path, max_bpp: float = 2.0) -> bool:
             style = {"linestyle": "--", "linewidth": 1.0, "color": next(anchor_colours)}
         else:
             label = record["name"]
-            refined = record["kind"] == "ours" and record["settings"].get("effort")
+            refined = (record["kind"] == "ours"
+                       and record["settings"].get("effort", DEFAULT_EFFORT) != DEFAULT_EFFORT)
             style = {"linestyle": "-", "marker": "s" if refined else "o", "markersize": 3.5,
                      "linewidth": 2.4 if record["kind"] == "ours" else 1.6,
                      "color": next(measured_colours), "zorder": 3}
@@ -695,11 +694,12 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="our quality settings, floats in 1..100")
     p.add_argument("--coder", nargs="+", default=["auto"],
                    help="entropy coder(s) for our codec; several give one curve each")
-    p.add_argument("--effort", type=int, nargs="+", default=[0], choices=EFFORTS, metavar="E",
-                   help="encoder effort(s) 0-3 for our codec (default: 0); each gives its own "
-                        "curve, 'ours' for 0 and 'ours effort=E' otherwise, plus a BD-rate "
-                        "against effort 0 when 0 is among them. Higher: slower encode, smaller "
-                        "files, same decoder")
+    p.add_argument("--effort", type=int, nargs="+", default=[DEFAULT_EFFORT], choices=EFFORTS,
+                   metavar="E",
+                   help=f"encoder effort(s) 0-3 for our codec (default: {DEFAULT_EFFORT}, the "
+                        f"codec's); each gives its own curve, 'ours' for {DEFAULT_EFFORT} and "
+                        f"'ours effort=E' otherwise, plus a BD-rate against effort 0 when 0 is "
+                        f"among them. Higher: slower encode, smaller files, same decoder")
     p.add_argument("--no-ours", action="store_true", help="measure only the baselines")
     p.add_argument("--baselines", nargs="*", default=["jpeg", "webp", "avif"],
                    choices=["jpeg", "webp", "avif"], help="Pillow codecs to run (none: no value)")

@@ -32,6 +32,7 @@ __all__ = ["compress", "compress_to_target", "decompress", "Codec", "Encoded", "
 
 from formats import VaezError  # noqa: E402  (light: no torch)
 
+from .efforts import DEFAULT_EFFORT  # noqa: E402  (light: no torch)
 from .pillow_plugin import register as register_pillow  # noqa: E402  (light: Pillow only)
 
 
@@ -40,7 +41,7 @@ class TargetWarning(UserWarning):
 
 
 def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
-             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = 0,
+             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = DEFAULT_EFFORT,
              device: str = "cpu") -> bytes:
     """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits).
 
@@ -49,8 +50,8 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
     the quality range allows; ValueError if even quality 1 is larger), ``target_bpp`` (the same
     as a size), ``target_psnr`` (dB: the lowest quality that reaches it; a ``TargetWarning``
     and the quality 100 file when it cannot be reached). ``strip`` drops the ICC profile and
-    EXIF, which are otherwise kept. ``effort`` 0..3: higher encodes slower and makes smaller
-    files at the same quality (the decoder is unaffected; see ``neuralcodec.refine``).
+    EXIF, which are otherwise kept. ``effort`` 0..3 (default 1): higher encodes slower and makes
+    smaller files at the same quality (the decoder is unaffected; see ``neuralcodec.refine``).
     ``device``: where the transforms run (``"cpu"``, ``"cuda"``); files are the same format.
     """
     if target_size is None and target_bpp is None and target_psnr is None:
@@ -73,7 +74,7 @@ def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
 
 def compress_to_target(image, quality: float = 75, coder: str = "auto", target_size=None,
                        target_bpp=None, target_psnr=None, strip: bool = False, codec=None,
-                       effort: int = 0):
+                       effort: int = DEFAULT_EFFORT):
     """Like ``compress``, but returns an ``Encoded`` record: ``data`` (the bytes), ``quality``,
     ``size``, ``bpp``, ``psnr``, whether the target was ``met``, the number of ``encodes`` and
     a ``note`` when the result is not as close to the target as asked. ``codec`` defaults to

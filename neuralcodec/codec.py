@@ -33,6 +33,7 @@ import numpy as np
 import formats
 from formats import VaezError, VaezHeader
 
+from .efforts import DEFAULT_EFFORT, check_effort
 from .entropy import coders
 from .model.constants import BLOCK, LEVELS, PAD_MULTIPLE, level_from_quality
 from .model.integer_context import (IntegerContext, checkerboard_half, non_anchor_mask,
@@ -303,16 +304,15 @@ class Codec:
 
     # -- encoding -------------------------------------------------------------------------
     def compress(self, image, quality: float = 75, coder: str = "auto", *,
-                 tile_size: int | None = None, effort: int = 0) -> bytes:
+                 tile_size: int | None = None, effort: int = DEFAULT_EFFORT) -> bytes:
         """Compress ``image`` (PIL image, uint8 array or path) to `.vaez` bytes.
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
-        ``effort``: 0 (fastest) to 3; above 0 the encoder spends `refine.ITERATIONS` passes
-        through the synthesis choosing cheaper symbols (see `neuralcodec.refine`). Files stay
-        decodable by any vaez decoder of the same model; decoding speed is the same.
+        ``effort``: 0 (fastest) to 3, default `efforts.DEFAULT_EFFORT`; above 0 the encoder
+        spends `efforts.ITERATIONS` passes through the synthesis choosing cheaper symbols (see
+        `neuralcodec.refine`). Files stay decodable by any vaez decoder of the same model;
+        decoding speed is the same.
         """
-        from .refine import check_effort
-
         effort = check_effort(effort)
         torch = self._torch
         quality = float(quality)
@@ -346,7 +346,9 @@ class Codec:
         hundredths = int(round(quality * 100))
         y_symbols = np.empty(y_shape, dtype=np.int64)
         index = np.empty(y_shape, dtype=np.uint8)   # 64 scale indexes fit a byte
-        mean = np.empty(y_shape, dtype=np.float32) if effort else None
+        # the gained means the refinement needs; with a context model they are written over
+        # the gain-free ones below (one full-size array fewer on big images)
+        mean = np.empty(y_shape, dtype=np.float32) if effort and not self.context else None
         offset = quality_offset(self.weights.gain_offsets, hundredths)
         # with a context model: the gain-free mean and the total scale coordinate, kept exactly
         mean_unit_all = np.empty(y_shape, dtype=_MEAN_DTYPE) if self.context else None
@@ -360,7 +362,7 @@ class Codec:
             if self.context:   # the context re-quantises the others below: zeros cost nothing
                 residual[:, others[rows, cols]] = 0.0
             y_symbols[:, rows, cols] = quantize(residual, index[:, rows, cols])
-            if effort:
+            if mean is not None:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
@@ -381,8 +383,10 @@ class Codec:
                 value = y_unit[:, rows].astype(np.float64) * gain
                 y_symbols[:, rows] = np.where(part, quantize(np.where(part, value - corrected, 0.0),
                                                              new_index), y_symbols[:, rows])
-                if effort:
-                    mean[:, rows] = np.where(part, corrected, mean[:, rows])
+                if effort:   # this strip's gain-free means are not read again
+                    mean_unit_all[:, rows] = np.where(
+                        part, corrected, mean_unit_all[:, rows].astype(np.float64) * gain)
+            mean = mean_unit_all if effort else None
             del mean_unit_all, total
             t = self._stage("context", t)
             if effort:
@@ -422,9 +426,8 @@ class Codec:
             return lambda value, index: np.round(value).astype(np.int64)
         from . import refine
 
-        bits = getattr(self, "_magnitude_bits", None)
-        if bits is None:
-            bits = self._magnitude_bits = refine.magnitude_bits(self.weights.y_tables)
+        limit = refine.BITS_LIMIT
+        bits = self._symbol_bits()[:, limit:]      # `refine.magnitude_bits`
         cost = refine.rounding_cost(self._energy(), self._gain(quality, decoder=True),
                                     self._lambda(quality), self.rounding_strength)
         return lambda value, index: refine.rate_aware_round(value, index, bits, cost)
@@ -471,15 +474,73 @@ class Codec:
         energy = self._energy()
         level = level_from_quality(quality)
         lam = self._lambda(quality)
-        synthesis, postfilter = self.net.synthesis, self.net.postfilter
         level_tensor = torch.tensor([level], device=self.device)
+        fast = self._fast_dtype()
+        kind = "cpu" if self.device == "cpu" else "cuda"
+        synthesis, postfilter = self._refine_modules(fast is not None)
 
-        def decoder(y_hat):   # judge the pixels the decoder will really show
-            x_hat = synthesis(y_hat)   # (the decoder filters the clamped 8-bit image)
-            return x_hat if postfilter is None else postfilter(x_hat.clamp(0, 1), level_tensor)
+        def decoder(y_hat):
+            """The pixels the decoder will show, differentiable through the synthesis only: the
+            post-filter's correction (of the clamped image, as the decoder filters the 8-bit
+            one) enters as a constant, since that filter is close to the identity and
+            differentiating through it would cost as much as the synthesis' backward pass."""
+            if fast is not None:
+                y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(kind, dtype=fast, enabled=fast is not None):
+                x_hat = synthesis(y_hat)
+            x_hat = x_hat.float()
+            if postfilter is None:
+                return x_hat
+            with torch.no_grad(), torch.autocast(kind, dtype=fast, enabled=fast is not None):
+                plain = x_hat.detach()
+                correction = postfilter(plain.clamp(0, 1), level_tensor).float() - plain
+            return x_hat + correction
         return refine.refine(decoder, pixels, y_symbols, mean, index,
                              self._gain(quality, decoder=True), lam, refine.ITERATIONS[effort],
-                             energy, device=self.device, positions=positions)
+                             energy, self._symbol_bits(), device=self.device, positions=positions)
+
+    def _refine_modules(self, channels_last: bool):
+        """(synthesis, post-filter) for the refinement passes: the network's own, or copies
+        in channels-last layout, which bfloat16 convolutions run faster in (measured: one
+        768x512 pass 86 -> 72 ms, the post-filter 29 -> 25 ms; float32 ones do not gain)."""
+        net = self.net
+        if not channels_last:
+            return net.synthesis, net.postfilter
+        modules = getattr(self, "_channels_last", None)
+        if modules is None:
+            import copy
+
+            torch = self._torch
+            with self._net_lock:
+                modules = tuple(None if m is None else
+                                copy.deepcopy(m).to(memory_format=torch.channels_last)
+                                for m in (net.synthesis, net.postfilter))
+            self._channels_last = modules
+        return modules
+
+    def _symbol_bits(self) -> np.ndarray:
+        """`refine.symbol_bits` of this model's y tables, computed once."""
+        bits = getattr(self, "_table_bits", None)
+        if bits is None:
+            from .refine import symbol_bits
+
+            bits = self._table_bits = symbol_bits(self.weights.y_tables)
+        return bits
+
+    def _fast_dtype(self):
+        """bfloat16 where the hardware computes it natively (the refinement passes then cost
+        about half: measured on this project's 2-core AVX-512 machine), else None (float32).
+        The gradient only ranks candidate moves: on held-out photos bfloat16 and float32
+        passes gave the same BD-rate to within 0.02 points."""
+        torch = self._torch
+        try:
+            if self.device == "cpu":
+                native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            else:
+                native = bool(torch.cuda.is_bf16_supported())
+        except (AttributeError, RuntimeError):
+            native = False
+        return torch.bfloat16 if native else None
 
     def _hyper_core(self, core: int) -> int:
         """z positions per hyper-synthesis tile side for a transform tile of ``core`` pixels."""

@@ -19,6 +19,8 @@ from PIL import Image, ImageFile
 
 import formats
 
+from .efforts import DEFAULT_EFFORT
+
 __all__ = ["FORMAT", "EXTENSION", "MIME", "VaezImageFile", "register"]
 
 FORMAT = "VAEZ"
@@ -110,7 +112,7 @@ class VaezImageFile(ImageFile.ImageFile):
 def _save(im: Image.Image, fp, filename) -> None:
     """Pillow save handler. Parameters: ``quality`` (1..100, default 75), ``coder``,
     ``target_size`` / ``target_bpp`` / ``target_psnr`` (see ``neuralcodec.compress``),
-    ``strip`` (drop ICC and EXIF), ``effort`` (0..3, encoder speed for size),
+    ``strip`` (drop ICC and EXIF), ``effort`` (0..3, default 1: encoder speed for size),
     ``icc_profile`` and ``exif`` (replace the image's own)."""
     from . import compress
 
@@ -131,7 +133,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     data = compress(source, quality=params.get("quality", 75), coder=params.get("coder", "auto"),
                     target_size=params.get("target_size"), target_bpp=params.get("target_bpp"),
                     target_psnr=params.get("target_psnr"), strip=bool(params.get("strip", False)),
-                    effort=params.get("effort", 0))
+                    effort=params.get("effort", DEFAULT_EFFORT))
     fp.write(data)
 
 

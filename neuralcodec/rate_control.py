@@ -28,6 +28,8 @@ import numpy as np
 
 import formats
 
+from .efforts import DEFAULT_EFFORT
+
 __all__ = ["Encoded", "encode", "prepare", "parse_size", "psnr",
            "SIZE_TOLERANCE", "PSNR_TOLERANCE", "MAX_ENCODES"]
 
@@ -129,7 +131,7 @@ def _check_number(name: str, value, positive: bool = True) -> float:
 
 def encode(codec, image, quality: float = 75, coder: str = "auto", target_size=None,
            target_bpp=None, target_psnr=None, strip: bool = False,
-           max_encodes: int = MAX_ENCODES, effort: int = 0) -> Encoded:
+           max_encodes: int = MAX_ENCODES, effort: int = DEFAULT_EFFORT) -> Encoded:
     """Compress ``image`` with ``codec`` at ``quality`` or, if one target is given, at the
     quality that meets it (``quality`` is then ignored). See the module docstring."""
     given = {k: v for k, v in (("target_size", target_size), ("target_bpp", target_bpp),

@@ -214,26 +214,27 @@ def test_rd_effort_levels_give_their_own_curves_and_a_bd_rate_against_effort_0(t
     result = json.loads((out / "rd.json").read_text())
     assert result["efforts"] == [0, 1] and result["selection"] == {"kind": "directory"}
     ours = {c["name"]: c for c in result["codecs"] if c["kind"] == "ours"}
-    assert set(ours) == {"ours", "ours effort=1"}
-    assert ours["ours"]["settings"]["effort"] == 0 and ours["ours effort=1"]["settings"]["effort"] == 1
+    # the default effort (1) is plain "ours"; others are named by their level
+    assert set(ours) == {"ours effort=0", "ours"}
+    assert ours["ours effort=0"]["settings"]["effort"] == 0 and ours["ours"]["settings"]["effort"] == 1
     for record in ours.values():
         assert [p["quality"] for p in record["points"]] == [30, 60, 90]
         assert len(record["per_image"]) == 6 and all(p["images"] == 2 for p in record["points"])
         assert set(result["bd_rate"][record["name"]]) == {"JPEG"}
         assert all(math.isfinite(p["ms_ssim_db"]) for p in record["points"])
-    vs0 = result["effort_bd_rate"]["ours effort=1"]["ours"]
-    assert set(result["effort_bd_rate"]) == {"ours effort=1"}
+    vs0 = result["effort_bd_rate"]["ours"]["ours effort=0"]
+    assert set(result["effort_bd_rate"]) == {"ours"}
     for metric in ("psnr", "ms_ssim"):
         assert vs0[metric]["bd_rate"] is not None, vs0[metric]["note"]
         assert -60 < vs0[metric]["bd_rate"] < 20
     # the report: both curves in every table, and the effort-vs-effort line
-    assert "| ours | coder=huffman, model " in printed
-    assert "| ours effort=1 | coder=huffman, effort=1, model " in printed
+    assert "| ours effort=0 | coder=huffman, effort=0, model " in printed
+    assert "| ours | coder=huffman, effort=1, model " in printed
     assert "## Encoder effort: BD-rate against effort 0" in printed
-    row = next(line for line in printed.splitlines() if line.startswith("| ours effort=1 | ours |"))
+    row = next(line for line in printed.splitlines() if line.startswith("| ours | ours effort=0 |"))
     assert f"{vs0['psnr']['bd_rate']:+.1f}%" in row and f"{vs0['ms_ssim']['bd_rate']:+.1f}%" in row
     assert "## ours: per-quality points" in printed
-    assert "## ours effort=1: per-quality points" in printed
+    assert "## ours effort=0: per-quality points" in printed
     assert "Validation split" not in printed
     body = printed.split("\n", 1)[1].split("\nWrote ")[0]
     assert (out / "rd.md").read_text().split("\n", 2)[2] == body
@@ -262,7 +263,7 @@ def test_rounding_sweep_reports_each_strength_against_the_first(tmp_path, capsys
     assert f"{second['bd']['psnr']['bd_rate']:+.2f}%" in row
 
 
-def test_rd_without_effort_0_says_so_and_rejects_unknown_efforts(capsys):
+def test_rd_without_effort_0_has_no_effort_table_and_rejects_unknown_efforts(capsys):
     ours = {"name": "ours effort=2", "kind": "ours", "settings": {"coder": "auto", "effort": 2},
             "points": [{"quality": q, "bpp": r, "psnr": p, "ms_ssim": math.nan,
                         "ms_ssim_db": math.nan, "enc_s": 0.2, "dec_s": 0.1}
@@ -272,12 +273,13 @@ def test_rd_without_effort_0_says_so_and_rejects_unknown_efforts(capsys):
                "environment": {"versions": {}}, "codecs": [ours], "bd_rate": {},
                "effort_bd_rate": {}, "anchor_bd_rate": {}}
     text = rd.report(results)
-    assert "add 0 to --effort" in text and "| ours effort=2 | coder=auto, effort=2, model ?" in text
-    assert rd.ours_name("auto", 0) == "ours" and rd.ours_name("huffman", 3, 2) == "ours[huffman] effort=3"
+    assert "## Encoder effort" not in text and "| ours effort=2 | coder=auto, effort=2, model ?" in text
+    assert rd.ours_name("auto", rd.DEFAULT_EFFORT) == "ours" and rd.ours_name("auto", 0) == "ours effort=0"
+    assert rd.ours_name("huffman", 3, 2) == "ours[huffman] effort=3"
     with pytest.raises(SystemExit):
         rd._parser("rd").parse_args(["x", "--effort", "4"])
     assert capsys.readouterr().err.count("invalid choice") == 1
-    assert rd._parser("rd").parse_args(["x"]).effort == [0]
+    assert rd._parser("rd").parse_args(["x"]).effort == [rd.DEFAULT_EFFORT] == [1]
 
 
 def test_rd_validation_split_uses_exactly_the_training_hold_out(tmp_path, capsys):

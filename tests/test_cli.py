@@ -113,9 +113,13 @@ def test_effort_option_matches_the_api_and_rejects_bad_levels(tmp_path, capsys):
     src = tmp_path / "e.png"
     make_image(src, "RGB", seed=4)
     out = tmp_path / "e.vaez"
-    code, _, err = run(capsys, "compress", src, "-o", out, "-e", "1", "-q", "60")
+    code, _, err = run(capsys, "compress", src, "-o", out, "-e", "2", "-q", "60")
     assert code == 0, err
-    assert out.read_bytes() == neuralcodec.compress(str(src), quality=60, effort=1)
+    assert out.read_bytes() == neuralcodec.compress(str(src), quality=60, effort=2)
+    # no -e: the library's default effort
+    code, _, err = run(capsys, "compress", src, "-o", tmp_path / "d.vaez", "-q", "60")
+    assert code == 0, err
+    assert (tmp_path / "d.vaez").read_bytes() == neuralcodec.compress(str(src), quality=60)
     code, _, err = run(capsys, "compress", src, "-o", tmp_path / "bad.vaez", "--effort", "7")
     assert code == cli.EXIT_USAGE
     assert_one_error_line(err, "effort")

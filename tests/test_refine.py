@@ -24,7 +24,7 @@ def _objective(codec, image: np.ndarray, data: bytes, quality: float) -> float:
 @pytest.mark.parametrize("quality", [20, 80])
 def test_effort_lowers_the_rate_distortion_cost_and_decodes_normally(codec, quality):
     image = natural_image(96, 128, seed=5)
-    plain = codec.compress(image, quality=quality)
+    plain = codec.compress(image, quality=quality, effort=0)
     refined = codec.compress(image, quality=quality, effort=2)
     assert refined != plain
     assert codec.decompress(refined).size == (128, 96)
@@ -55,14 +55,15 @@ def test_bad_effort_is_refused(codec, bad):
 def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeypatch):
     """Small windows (as on big images) still refine every part and never touch the input."""
     image = natural_image(80, 112, seed=9)
-    plain = codec.compress(image, quality=60)
+    plain = codec.compress(image, quality=60, effort=0)
     header, _, _, symbols, mean, index = codec.decode_latents(plain)
     before = symbols.copy()
     monkeypatch.setattr(refine, "WINDOW", 4)
     lam = float(lambda_at(torch.tensor(level_from_quality(60))))
     energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
     out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
-                        codec._gain(60, decoder=True), lam, 4, energy)
+                        codec._gain(60, decoder=True), lam, 4, energy,
+                        refine.symbol_bits(codec.weights.y_tables))
     assert np.array_equal(symbols, before)
     changed = np.argwhere((out != symbols).any(axis=0))
     assert changed.size
@@ -74,12 +75,14 @@ def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeyp
 
 def test_api_and_pillow_pass_effort_through(tmp_path):
     image = natural_image(32, 48, seed=4)
-    assert neuralcodec.compress(image, quality=40, effort=1) != neuralcodec.compress(image, quality=40)
+    assert neuralcodec.compress(image, quality=40, effort=0) != neuralcodec.compress(image, quality=40)
+    assert neuralcodec.compress(image, quality=40) == neuralcodec.compress(
+        image, quality=40, effort=refine.DEFAULT_EFFORT)
     from PIL import Image
 
     path = tmp_path / "x.vaez"
-    Image.fromarray(image).save(path, effort=1, quality=40)
-    assert path.read_bytes() == neuralcodec.compress(image, quality=40, effort=1)
+    Image.fromarray(image).save(path, effort=2, quality=40)
+    assert path.read_bytes() == neuralcodec.compress(image, quality=40, effort=2)
 
 
 def test_rate_aware_rounding_moves_only_towards_zero_and_only_when_it_pays():
@@ -122,9 +125,9 @@ def test_rate_aware_rounding_changes_symbols_not_the_format(codec):
     strength = codec.rounding_strength
     try:
         codec.rounding_strength = 0
-        plain = codec.compress(image, quality=30)
+        plain = codec.compress(image, quality=30, effort=0)
         codec.rounding_strength = 8.0
-        rate_aware = codec.compress(image, quality=30)
+        rate_aware = codec.compress(image, quality=30, effort=0)
     finally:
         codec.rounding_strength = strength
     assert len(rate_aware) < len(plain)
@@ -157,3 +160,53 @@ def test_rate_aware_rounding_takes_any_layout_and_leaves_non_finite_values_alone
     assert np.array_equal(out[1:], expected[1:])
     assert np.array_equal(refine.rate_aware_round(np.zeros((2, 0, 3)), np.zeros((2, 0, 3), int),
                                                   bits, cost[:2]), np.zeros((2, 0, 3)))
+
+
+def test_symbol_bits_are_the_coders_code_lengths():
+    """The refinement prices moves with the exact code lengths of the coder's tables (the
+    ones `inspect_panel.symbol_bits` reads off the tables too); escapes are never a target."""
+    from neuralcodec.inspect_panel import symbol_bits as coded_bits
+
+    tables = neuralcodec.Codec().weights.y_tables
+    limit = 20
+    bits = refine.symbol_bits(tables, limit)
+    values = np.arange(-limit, limit + 1)
+    for s in (0, len(tables) // 2, len(tables) - 1):
+        expected = coded_bits(values, np.full(values.shape, s), tables)
+        finite = np.isfinite(bits[s])
+        assert finite.any()
+        if s == 0:                  # the narrowest table escapes all but a few symbols
+            assert not finite.all()
+        np.testing.assert_allclose(bits[s, finite], expected[finite], rtol=1e-9)
+        assert np.all(expected[~finite] > bits[s, finite].max())   # escaped: dearer than any
+    assert np.array_equal(refine.magnitude_bits(tables, limit), bits[:, limit:])
+
+
+def test_refinement_in_float32_also_pays(codec, monkeypatch):
+    """Where the hardware has no native bfloat16 the passes run in float32: same decoder,
+    and still a lower cost than no pass."""
+    monkeypatch.setattr(type(codec), "_fast_dtype", lambda self: None)
+    image = natural_image(64, 96, seed=11)
+    plain = codec.compress(image, quality=50, effort=0)
+    refined = codec.compress(image, quality=50, effort=1)
+    assert refined != plain
+    assert _objective(codec, image, refined, 50) < _objective(codec, image, plain, 50)
+
+
+def test_refinement_leaves_symbols_beyond_the_priced_range_alone(codec):
+    """Huge symbols (beyond `BITS_LIMIT`, or escaped) in any table, the widest included, are
+    kept as they are; the others may still move."""
+    image = natural_image(64, 64, seed=12)
+    header, _, _, symbols, mean, index = codec.decode_latents(codec.compress(image, quality=90, effort=0))
+    symbols = symbols.copy()
+    index = index.copy()
+    big = refine.BITS_LIMIT
+    symbols[:4, :, :] = np.array([big, -big, big + 7, -(big + 40)])[:, None, None]
+    index[:4] = len(codec.weights.y_tables) - 1
+    lam = float(lambda_at(torch.tensor(level_from_quality(90))))
+    energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
+    out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
+                        codec._gain(90, decoder=True), lam, 2, energy,
+                        refine.symbol_bits(codec.weights.y_tables))
+    assert np.array_equal(out[:4], symbols[:4])
+    assert not np.array_equal(out[4:], symbols[4:])

@@ -121,27 +121,37 @@ class IntegerContext:
         p = np.zeros((m, kept + 2, cols + 2), dtype=np.float64)   # zero padding as in training
         # symbols row k is image row first_row + k, padded row 1 + k - skip
         p[:, 1 - skip:1 - skip + symbols.shape[1], 1:-1] = clamp(symbols, -CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT)
-        # neighbours (up, down, left, right) of the two sub-grids, as strided views of p
-        grids = (
-            (p[:, 0:kept:2, 2::2], p[:, 2:kept + 2:2, 2::2], p[:, 1:kept + 1:2, 1:cols + 1:2], p[:, 1:kept + 1:2, 3::2]),
-            (p[:, 1:kept + 1:2, 1:cols + 1:2], p[:, 3::2, 1:cols + 1:2], p[:, 2::2, 0:cols:2], p[:, 2::2, 2::2]),
-        )
+
+        def neighbour_views(a):
+            """The neighbours (up, down, left, right) of the two sub-grids: strided views of a."""
+            return ((a[:, 0:kept:2, 2::2], a[:, 2:kept + 2:2, 2::2], a[:, 1:kept + 1:2, 1:cols + 1:2],
+                     a[:, 1:kept + 1:2, 3::2]),
+                    (a[:, 1:kept + 1:2, 1:cols + 1:2], a[:, 3::2, 1:cols + 1:2], a[:, 2::2, 0:cols:2],
+                     a[:, 2::2, 2::2]))
         taps = ((0, 1), (2, 1), (1, 0), (1, 2))            # (dy, dx) of up, down, left, right
         w_signed = [self.neighbours[:m, dy, dx, None, None] for dy, dx in taps]
         w_magnitude = [self.neighbours[m:, dy, dx, None, None] for dy, dx in taps]
         coords = (coordinate[:, 0::2, 1::2], coordinate[:, 1::2, 0::2])
-        columns = []
+        signed_views, magnitude_views = neighbour_views(p), neighbour_views(np.abs(p))
+        # the mix layer's input, written in place: (signed, magnitude, coordinate) features of
+        # the first sub-grid's positions, then of the second's
+        columns = np.empty((3 * m, 2, kept // 2, cols // 2))
+        scratch = np.empty((m, kept // 2, cols // 2))
         limit = float(1 << ACT_LIMIT_BITS)
-        for neighbours, coord in zip(grids, coords):
-            signed = sum(w * v for w, v in zip(w_signed, neighbours))
-            magnitude = sum(w * np.abs(v) for w, v in zip(w_magnitude, neighbours))
-            features = np.concatenate([signed, magnitude]).reshape(2 * m, -1) * (1 << ACT_BITS)
-            coord_feature = clamp(np.floor_divide(coord.astype(np.int64), COORDINATE_DIVISOR),
+        for g, coord in enumerate(coords):
+            block = columns[:, g]
+            for target, weights, views in ((block[:m], w_signed, signed_views[g]),
+                                           (block[m:2 * m], w_magnitude, magnitude_views[g])):
+                np.multiply(weights[0], views[0], out=target)
+                for w, v in zip(weights[1:], views[1:]):
+                    target += np.multiply(w, v, out=scratch)
+            features = block[:2 * m]
+            features *= 1 << ACT_BITS
+            np.clip(rescale(features), -limit, limit, out=features)
+            block[2 * m:] = clamp(np.floor_divide(coord.astype(np.int64), COORDINATE_DIVISOR),
                                   -(1 << ACT_LIMIT_BITS), 1 << ACT_LIMIT_BITS)
-            columns.append(np.concatenate([np.clip(rescale(features), -limit, limit),
-                                           coord_feature.reshape(m, -1).astype(np.float64)]))
-        split = columns[0].shape[1]
-        hidden = self.mix_weight @ np.concatenate(columns, axis=1)
+        split = (kept // 2) * (cols // 2)
+        hidden = self.mix_weight @ columns.reshape(3 * m, -1)
         hidden += self.mix_bias[:, None]
         np.clip(rescale(hidden), 0.0, limit, out=hidden)
         out = self.head_weight @ hidden
@@ -154,4 +164,5 @@ class IntegerContext:
             target[:, 0::2, 1::2] = values[:, :split].reshape(half)
             target[:, 1::2, 0::2] = values[:, split:].reshape(half)
         return mean, coord
+
 
