@@ -729,7 +729,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     """Measure everything ``args`` asks for; returns the full result dict
     (also what ``rd.json`` holds)."""
     set_threads(args.threads)
-    efforts = list(dict.fromkeys(getattr(args, "effort", None) or [0]))
+    efforts = list(dict.fromkeys(getattr(args, "effort", None) or [DEFAULT_EFFORT]))
     split = getattr(args, "validation_split", False)
     fraction = getattr(args, "val_fraction", DEFAULT_VAL_FRACTION)
     if split:

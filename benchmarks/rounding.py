@@ -71,7 +71,8 @@ def main(argv=None, prog=None) -> int:
     try:
         for strength in args.strengths:
             codec.rounding_strength = strength
-            per_image = rd.measure(f"strength {strength:g}", lambda im, q: codec.compress(im, quality=q),
+            per_image = rd.measure(f"strength {strength:g}",
+                                   lambda im, q: codec.compress(im, quality=q, effort=0),
                                    codec.decompress, images, args.qualities, progress=False)
             record = {"points": rd.summarize(per_image)}
             row = {"strength": strength, "bpp": [p["bpp"] for p in record["points"]],

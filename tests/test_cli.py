@@ -124,6 +124,9 @@ def test_effort_option_matches_the_api_and_rejects_bad_levels(tmp_path, capsys):
     assert code == cli.EXIT_USAGE
     assert_one_error_line(err, "effort")
     assert not (tmp_path / "bad.vaez").exists()
+    from neuralcodec import efforts
+
+    assert (cli.EFFORTS, cli.DEFAULT_EFFORT) == (efforts.EFFORTS, efforts.DEFAULT_EFFORT)
 
 
 @pytest.mark.parametrize("device, needle", [("tpu9", "device"), ("cuda:99", "cuda")])

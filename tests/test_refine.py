@@ -62,7 +62,7 @@ def test_windows_cover_the_whole_latent_and_leave_the_input_alone(codec, monkeyp
     lam = float(lambda_at(torch.tensor(level_from_quality(60))))
     energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
     out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
-                        codec._gain(60, decoder=True), lam, 4, energy,
+                        codec._gain(60, decoder=True), lam, 1, energy,
                         refine.symbol_bits(codec.weights.y_tables))
     assert np.array_equal(symbols, before)
     changed = np.argwhere((out != symbols).any(axis=0))
@@ -206,7 +206,31 @@ def test_refinement_leaves_symbols_beyond_the_priced_range_alone(codec):
     lam = float(lambda_at(torch.tensor(level_from_quality(90))))
     energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
     out = refine.refine(codec.net.synthesis, image, symbols, mean, index,
-                        codec._gain(90, decoder=True), lam, 2, energy,
+                        codec._gain(90, decoder=True), lam, 1, energy,
                         refine.symbol_bits(codec.weights.y_tables))
     assert np.array_equal(out[:4], symbols[:4])
     assert not np.array_equal(out[4:], symbols[4:])
+
+
+def test_default_effort_works_under_inference_mode(codec):
+    """Callers often wrap torch work in inference_mode; the refinement needs gradients anyway."""
+    image = natural_image(32, 48, seed=13)
+    with torch.inference_mode():
+        inside = codec.compress(image, quality=50)
+    assert inside == codec.compress(image, quality=50)
+
+
+def test_fast_passes_follow_the_hardware_and_pay_in_bfloat16(codec, monkeypatch):
+    """bfloat16 passes exactly where the CPU computes bfloat16 natively; forced on, they
+    still lower the cost (on other CPUs emulated: slower, same choices to rounding)."""
+    import platform
+
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        assert (codec._fast_dtype() is torch.bfloat16) == bool(native)
+    monkeypatch.setattr(type(codec), "_fast_dtype", lambda self: torch.bfloat16)
+    image = natural_image(64, 96, seed=14)
+    plain = codec.compress(image, quality=50, effort=0)
+    refined = codec.compress(image, quality=50, effort=1)
+    assert refined != plain
+    assert _objective(codec, image, refined, 50) < _objective(codec, image, plain, 50)

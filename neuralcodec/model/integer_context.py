@@ -164,5 +164,3 @@ class IntegerContext:
             target[:, 0::2, 1::2] = values[:, :split].reshape(half)
             target[:, 1::2, 0::2] = values[:, split:].reshape(half)
         return mean, coord
-
-
