@@ -26,7 +26,7 @@ THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 for _name, _value in THREAD_SETTINGS.items():
     os.environ.setdefault(_name, _value)
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 __all__ = ["compress", "compress_to_target", "decompress", "Codec", "Encoded", "VaezError",
            "TargetWarning", "register_pillow", "__version__"]
 
@@ -41,8 +41,8 @@ class TargetWarning(UserWarning):
 
 
 def compress(image, quality: float = 75, coder: str = "auto", target_size=None,
-             target_bpp=None, target_psnr=None, strip: bool = False, effort: int = DEFAULT_EFFORT,
-             device: str = "cpu") -> bytes:
+             target_bpp=None, target_psnr=None, strip: bool = False,
+             effort: int = DEFAULT_EFFORT, device: str = "cpu") -> bytes:
     """Compress an image to `.vaez` bytes. ``quality`` 1..100 (higher: more bits).
 
     At most one target replaces ``quality``: ``target_size`` (bytes, or a string such as
