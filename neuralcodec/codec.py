@@ -469,44 +469,42 @@ class Codec:
         four passes, then effort 1, but sometimes raised the very cost it lowers). The
         rate-aware rounding does move anchors, with the same blind spot; it is judged by its
         measured result only."""
-        torch = self._torch
-        # gradients are needed even when the caller encodes under torch.inference_mode()
-        with torch.inference_mode(False), torch.enable_grad():
-            return self._refine_passes(pixels, y_symbols, mean, index, quality, effort, positions)
-
-    def _refine_passes(self, pixels, y_symbols, mean, index, quality, effort, positions):
-        """`_refine`'s work, with gradients enabled."""
         from . import refine
 
         torch = self._torch
         energy = self._energy()
         level = level_from_quality(quality)
         lam = self._lambda(quality)
-        level_tensor = torch.tensor([level], device=self.device)
         fast = self._fast_dtype()
-        kind = "cpu" if self.device == "cpu" else "cuda"
-        synthesis, postfilter = self._refine_modules(fast is not None)
+        kind = torch.device(self.device).type
 
-        def decoder(y_hat):
-            """The pixels the decoder will show, differentiable through the synthesis only: the
-            post-filter's correction (of the clamped image, as the decoder filters the 8-bit
-            one) enters as a constant, since that filter is close to the identity and
-            differentiating through it would cost as much as the synthesis' backward pass."""
-            if fast is not None:
-                y_hat = y_hat.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(kind, dtype=fast, enabled=fast is not None):
-                x_hat = synthesis(y_hat)
-            x_hat = x_hat.float()
-            if postfilter is None:
-                return x_hat
-            with torch.no_grad(), torch.autocast(kind, dtype=fast, enabled=fast is not None):
-                plain = x_hat.detach()
-                correction = postfilter(plain.clamp(0, 1), level_tensor).float() - plain
-            return x_hat + correction
-        return refine.refine(decoder, pixels, y_symbols, mean, index,
-                             self._gain(quality, decoder=True), lam, refine.ROUNDS[effort],
-                             energy, self._symbol_bits(), device=self.device, positions=positions,
-                             in_place=True)
+        # gradients are needed even when the caller encodes under torch.inference_mode()
+        with torch.inference_mode(False), torch.enable_grad():
+            level_tensor = torch.tensor([level], device=self.device)
+            synthesis, postfilter = self._refine_modules(fast is not None)
+
+            def decoder(y_hat):
+                """The pixels the decoder will show, differentiable through the synthesis
+                only: the post-filter's correction (of the clamped image, as the decoder
+                filters the 8-bit one) enters as a constant, since that filter is close to the
+                identity and differentiating through it would cost as much as the synthesis'
+                backward pass."""
+                if fast is not None:
+                    y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(kind, dtype=fast, enabled=fast is not None):
+                    x_hat = synthesis(y_hat)
+                x_hat = x_hat.float()
+                if postfilter is None:
+                    return x_hat
+                with torch.no_grad(), torch.autocast(kind, dtype=fast, enabled=fast is not None):
+                    plain = x_hat.detach()
+                    correction = postfilter(plain.clamp(0, 1), level_tensor).float() - plain
+                return x_hat + correction
+
+            return refine.refine(decoder, pixels, y_symbols, mean, index,
+                                 self._gain(quality, decoder=True), lam, refine.ROUNDS[effort],
+                                 energy, self._symbol_bits(), device=self.device,
+                                 positions=positions, in_place=True)
 
     def _refine_modules(self, channels_last: bool):
         """(synthesis, post-filter) for the refinement passes: the network's own, or copies

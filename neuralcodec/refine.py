@@ -125,6 +125,7 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, r
     if not phases:
         return
     limit = (table_bits.shape[1] - 1) // 2
+    flat = table_bits.reshape(-1)
     for step in range(rounds * len(phases)):
         y_hat = ((q + mu) * gain)[None].requires_grad_(True)
         with torch.enable_grad():
@@ -136,17 +137,15 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, r
             pr, pc = phases[step % len(phases)]
             sub = (slice(None), slice(pr, None, 2), slice(pc, None, 2))
             qs, slope = q[sub], grad[0][sub] * gain          # d(distortion)/d(symbol)
-            curv = curvature.expand_as(q)[sub]
             # symbols with both neighbours inside the priced range may move (the clamp only
             # keeps the look-ups of the others in bounds)
             inside = qs.abs() < limit
             at = table[sub] * table_bits.shape[1] + qs.long().clamp(1 - limit, limit - 1) + limit
-            flat = table_bits.reshape(-1)
             bits_now = flat[at]
             best_move = torch.zeros_like(qs)
             best_gain = torch.zeros_like(qs)
             for move in (-1, 1):
-                change = ((flat[at + move] - bits_now) / pixel_count + slope * move + 0.5 * curv)
+                change = ((flat[at + move] - bits_now) / pixel_count + slope * move + 0.5 * curvature)
                 # escapes (inf bits) and out-of-table symbols never move
                 change = torch.where(inside & torch.isfinite(change), change, torch.zeros_like(change))
                 better = change < best_gain
@@ -162,7 +161,6 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, r
                                      ].cpu().numpy().astype(np.int64)
 
 
-# -- effort 0: rate-aware rounding, no pass through the decoder ---------------------------------
 def symbol_bits(tables, limit: int = BITS_LIMIT) -> np.ndarray:
     """(tables, 2 * limit + 1): ideal code length (bits) of each symbol ``-limit..limit`` under
     each scale table (column ``limit + v`` for symbol v); ``inf`` where a symbol needs the
@@ -177,6 +175,7 @@ def symbol_bits(tables, limit: int = BITS_LIMIT) -> np.ndarray:
     return bits
 
 
+# -- effort 0: rate-aware rounding, no pass through the decoder ---------------------------------
 def magnitude_bits(tables, limit: int = BITS_LIMIT) -> np.ndarray:
     """Ideal code length (bits) of a residual of magnitude ``0..limit`` under each scale table,
     read on the positive side (the zero-mean tables are symmetric up to the rounding of one
