@@ -374,7 +374,7 @@ class Codec:
         if self.context:
             # anchors keep their symbols; the others get tables and means corrected from their
             # anchor neighbours and are re-quantised around the corrected mean
-            for rows, d_mean, d_coord in self.context.strips(y_symbols, total):
+            def requantize(rows, d_mean, d_coord):    # one strip of latent rows
                 part = others[rows]
                 corrected = (mean_unit_all[:, rows].astype(np.float64) * gain
                              + d_mean * (1.0 / (1 << ACT_BITS)))
@@ -386,6 +386,8 @@ class Codec:
                 if effort:   # this strip's gain-free means are not read again
                     mean_unit_all[:, rows] = np.where(
                         part, corrected, mean_unit_all[:, rows].astype(np.float64) * gain)
+
+            self.context.each_strip(y_symbols, total, requantize)
             mean = mean_unit_all if effort else None
             del mean_unit_all, total
             t = self._stage("context", t)
@@ -624,11 +626,13 @@ class Codec:
             sections["YSYM"], checkerboard_half(index, False).ravel(), self.weights.y_tables).reshape(half))
         t = self._stage("entropy", t)
         d_mean = np.zeros(shape, dtype=np.int32)
-        for rows, mean, coord in self.context.strips(y_symbols, total):
-            part = others[rows]
+
+        def refine_tables(rows, mean, coord):     # one strip of latent rows
             refined = index_from_total(total[:, rows].astype(np.int64) + coord, in_place=True)
-            index[:, rows] = np.where(part, refined, index[:, rows])
+            index[:, rows] = np.where(others[rows], refined, index[:, rows])
             d_mean[:, rows] = mean
+
+        self.context.each_strip(y_symbols, total, refine_tables)
         del total
         t = self._stage("context", t)
         set_checkerboard_half(y_symbols, True, backend.decode(

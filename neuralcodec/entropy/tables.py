@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+
+from .. import workers
 
 PRECISION = 16
 TOTAL = 1 << PRECISION
@@ -64,6 +67,7 @@ def scale_table(count: int = 64, low: float = 0.11, high: float = 256.0) -> np.n
 
 
 CHUNK = 1 << 18  # symbols per step of the coders' loops: bounds their temporaries
+GROUP_PIECE = 1 << 16   # symbols per piece of work in `group_by_table`
 
 
 def narrow_index(table_index: np.ndarray, count: int) -> np.ndarray:
@@ -87,28 +91,31 @@ def group_by_table(index: np.ndarray, count: int):
     """Symbol positions grouped by table, each group in increasing order (the stream order).
 
     ``index`` comes from `narrow_index`. Returns ``(order, bounds)``: table ``t``'s symbols are
-    ``order[bounds[t]:bounds[t + 1]]``. A chunked counting sort: ``order`` (int32 when it fits)
-    is the only full-size array it allocates.
+    ``order[bounds[t]:bounds[t + 1]]``. A counting sort in pieces of `GROUP_PIECE` symbols,
+    which run side by side on the cores (see `workers`: every piece knows from the counts
+    where its symbols of each table go); ``order`` (int32 when it fits) is the only
+    full-size array it allocates.
     """
     n = len(index)
-    counts = np.zeros(count, dtype=np.int64)
-    for a in range(0, n, CHUNK):
-        counts += np.bincount(index[a:a + CHUNK], minlength=count)
+    pieces = [(a, min(a + GROUP_PIECE, n)) for a in range(0, n, GROUP_PIECE)]
+    counts = np.array(workers.run([partial(np.bincount, index[a:b], minlength=count)
+                                   for a, b in pieces]), dtype=np.int64).reshape(len(pieces), count)
     bounds = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(counts, out=bounds[1:])
+    np.cumsum(counts.sum(axis=0), out=bounds[1:])
+    starts = bounds[:-1] + np.cumsum(counts, axis=0) - counts    # piece p's table t starts here
     order = np.empty(n, dtype=np.int32 if n < 1 << 31 else np.intp)
-    fill = bounds[:-1].copy()
-    for a in range(0, n, CHUNK):
-        chunk = index[a:a + CHUNK]
-        local = np.argsort(chunk, kind="stable")   # radix sort for uint8 / uint16 keys
+
+    def place(p: int) -> None:
+        a, b = pieces[p]
+        local = np.argsort(index[a:b], kind="stable")   # radix sort for uint8 / uint16 keys
         local += a
-        chunk_counts = np.bincount(chunk, minlength=count)
         done = 0
-        for t in np.flatnonzero(chunk_counts).tolist():
-            k, f = int(chunk_counts[t]), int(fill[t])
+        for t in np.flatnonzero(counts[p]).tolist():
+            k, f = int(counts[p, t]), int(starts[p, t])
             order[f:f + k] = local[done:done + k]
-            fill[t] += k
             done += k
+
+    workers.run([partial(place, p) for p in range(len(pieces))])
     return order, bounds
 
 

@@ -14,13 +14,16 @@ memory stays bounded on big images. NumPy only: decoding never imports torch.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from .. import workers
 from ..spans import halo_windows
 from .constants import CONTEXT_Q_LIMIT, COORDINATE_DIVISOR
 from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, rescale
 
-STRIP_ROWS = 32          # latent rows per strip
+STRIP_ROWS = 16          # latent rows per strip (strips run side by side, see `workers`)
 WEIGHT_LIMIT_BITS = 18   # |integer weight| bound checked at load time
 
 
@@ -83,25 +86,33 @@ class IntegerContext:
         if self.mix_weight.shape[1] != 3 * self.latent_channels or self.mix_weight.shape[1] > 1024:
             raise ValueError("context layer shapes do not fit together")
 
-    def strips(self, symbols: np.ndarray, coordinate: np.ndarray):
-        """symbols (M, H, W) int (only anchors are read); coordinate (M, H, W) int, the total
-        scale coordinate in 2**-ACT_BITS table steps (only non-anchors are read).
+    def each_strip(self, symbols: np.ndarray, coordinate: np.ndarray, use) -> None:
+        """Run the context strip by strip and hand each strip's corrections to ``use(rows,
+        d_mean, d_coordinate)``: int32 arrays (M, strip rows, W), zero at anchors.
 
-        Yields ``(rows, d_mean, d_coordinate)`` per strip of latent rows: int32 arrays
-        (M, strip rows, W), zero at anchors. Strips let the caller consume the corrections
-        without full-size temporaries."""
-        for window, core in halo_windows(symbols.shape[1], STRIP_ROWS, 1):
+        ``symbols`` (M, H, W) int (only anchors are read); ``coordinate`` (M, H, W) int, the
+        total scale coordinate in 2**-ACT_BITS table steps (only non-anchors are read). Strips
+        keep temporaries small on big images; they run side by side on the cores (see
+        `workers`), each calling ``use`` in its own piece of work, so ``use`` must only write
+        the latent rows ``rows`` it is given."""
+        def strip(window: slice, core: slice) -> None:
             mean, coord = self._strip(symbols[:, window], coordinate[:, core],
                                       core.start - window.start, window.start)
-            yield core, mean, coord
+            use(core, mean, coord)
+
+        workers.run([partial(strip, window, core)
+                     for window, core in halo_windows(symbols.shape[1], STRIP_ROWS, 1)])
 
     def __call__(self, symbols: np.ndarray, coordinate: np.ndarray):
-        """Whole-array form of `strips`: (d_mean, d_coordinate), each (M, H, W) int32."""
+        """Whole-array form of `each_strip`: (d_mean, d_coordinate), each (M, H, W) int32."""
         d_mean = np.zeros(symbols.shape, dtype=np.int32)
         d_coordinate = np.zeros(symbols.shape, dtype=np.int32)
-        for rows, mean, coord in self.strips(symbols, coordinate):
+
+        def keep(rows, mean, coord):
             d_mean[:, rows] = mean
             d_coordinate[:, rows] = coord
+
+        self.each_strip(symbols, coordinate, keep)
         return d_mean, d_coordinate
 
     def _strip(self, symbols: np.ndarray, coordinate: np.ndarray, skip: int, first_row: int):

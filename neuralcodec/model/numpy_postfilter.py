@@ -5,12 +5,16 @@ through the three 3x3 layers with the same flattened zero-bordered grid as the s
 (`numpy_synthesis.conv3x3_rows`: nine sgemm products per layer, no copies per tap), regrouped
 back, added to the image and rounded to 8 bits again. Square tiles with a halo of three
 positions (one per layer) keep the temporaries small for any image size or shape and give
-the same pixels as one whole-image pass, up to float32 summation order.
+the same pixels as one whole-image pass, up to float32 summation order; the tiles run side by
+side on the cores (`workers`).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from .. import workers
 from ..spans import halo_tiles
 from .constants import LEVELS
 from .numpy_synthesis import bordered_grid, conv3x3_rows, conv3x3_taps
@@ -48,12 +52,16 @@ class NumpyPostFilter:
             raise ValueError(f"post-filter needs an RGB image with sides that are multiples of {s}")
         first_bias = self.first[1] + self.level_bias * np.float32(level / (LEVELS - 1))
         filtered = np.empty_like(rgb)
-        for rows, cols, keep_rows, keep_cols in halo_tiles((height, width), TILE, HALO):
+
+        def tile(rows, cols, keep_rows, keep_cols):
             result = self._run(rgb[rows.start * s:rows.stop * s, cols.start * s:cols.stop * s], first_bias)
             top, left = (keep_rows.start - rows.start) * s, (keep_cols.start - cols.start) * s
             filtered[keep_rows.start * s:keep_rows.stop * s, keep_cols.start * s:keep_cols.stop * s] = \
                 result[top:top + (keep_rows.stop - keep_rows.start) * s,
                        left:left + (keep_cols.stop - keep_cols.start) * s]
+
+        # the tiles are the pieces of work spread over the cores (see `workers`)
+        workers.run([partial(tile, *spans) for spans in halo_tiles((height, width), TILE, HALO)])
         return filtered
 
     def _run(self, tile: np.ndarray, first_bias: np.ndarray) -> np.ndarray:

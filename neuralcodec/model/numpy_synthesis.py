@@ -10,7 +10,9 @@ channels-last in a zero-bordered grid flattened to ``((H + 2) * (W + 2) + 2, C)`
 tap (dy, dx) of every output position is then the contiguous row range starting at
 ``dy * (W + 2) + dx``; outputs are computed on the ``H * (W + 2)`` rows of the padded width,
 whose two extra columns per row land exactly on the border columns of the grid and are zeroed
-again after every layer. Each product is a BLAS sgemm on a view.
+again after every layer. Each product is a BLAS sgemm on a view. The layers run in bands of
+`BAND_ROWS` latent rows, side by side on the cores (`workers`); a residual block reads one
+grid and writes a second, so no band reads rows another band is writing.
 
 Results equal torch's to float32 rounding (pixels agree up to one step of 255). A file always
 decodes the same way on the same machine (the tiling depends only on the image size and the
@@ -19,10 +21,15 @@ matrices of other shapes.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from .. import workers
 from ..spans import halo_tiles
 from .constants import BLOCK
+
+BAND_ROWS = 8      # latent rows per piece of work (see `workers`): fixed, so results never depend on threads
 
 
 class NumpySynthesis:
@@ -63,29 +70,49 @@ class NumpySynthesis:
     def _run(self, y: np.ndarray) -> np.ndarray:
         channels, height, width = y.shape
         pitch = width + 2
-        n = height * pitch
-        grid, inner, border = bordered_grid(height, width, channels)   # row r*pitch + c: pixel (r, c)
-        inner.reshape(height, pitch, channels)[:, :width] = y.transpose(1, 2, 0)
-        hidden = self.blocks[0][0].shape[3] if self.blocks else 0
-        h, scratch = np.empty((n, hidden), np.float32), np.empty((n, hidden), np.float32)
-        residual = np.empty((n, channels), np.float32)
-        for w1, b1, w2, b2 in self.blocks:
-            conv3x3_rows(grid, pitch, n, w1, b1, h, scratch)
-            np.maximum(h, 0.0, out=h)
-            np.matmul(h, w2, out=residual)
-            residual += b2
-            inner += residual
-            border[:] = 0.0
-        del h, scratch, residual
+        # two grids: each residual block reads one and writes the other, so that the bands of
+        # rows (pieces of work for `workers.run`) never read what another band is writing
+        grids = [bordered_grid(height, width, channels)[:2] for _ in range(2)]
+        grids[0][1].reshape(height, pitch, channels)[:, :width] = y.transpose(1, 2, 0)
+        bands = [(r * pitch, min(r + BAND_ROWS, height) * pitch) for r in range(0, height, BAND_ROWS)]
+        for layer in self.blocks:
+            source, target = grids
+            workers.run([partial(self._block_band, layer, source, target, pitch, width, a, b)
+                         for a, b in bands])
+            grids.reverse()
+        pixels = np.empty((height * BLOCK, width * BLOCK, 3), np.uint8)
+        workers.run([partial(self._pixel_band, grids[0][0], pitch, width, a, b, pixels)
+                     for a, b in bands])
+        return pixels
+
+    @staticmethod
+    def _block_band(layer, source, target, pitch: int, width: int, a: int, b: int) -> None:
+        """One residual block on the grid rows ``a:b``: target = source + W2 relu(W1 * source)."""
+        w1, b1, w2, b2 = layer
+        rows = b - a
+        h, scratch = np.empty((rows, w1.shape[3]), np.float32), np.empty((rows, w1.shape[3]), np.float32)
+        conv3x3_rows(source[0][a:], pitch, rows, w1, b1, h, scratch)
+        np.maximum(h, 0.0, out=h)
+        residual = np.matmul(h, w2)
+        residual += b2
+        out = target[1][a:b]
+        np.add(source[1][a:b], residual, out=out)
+        out.reshape(-1, pitch, out.shape[1])[:, width:] = 0.0      # the wrapped border columns
+
+    def _pixel_band(self, grid, pitch: int, width: int, a: int, b: int, pixels: np.ndarray) -> None:
+        """The last layer on the grid rows ``a:b``, rounded to 8 bits, into their pixel rows."""
         weight, bias = self.to_blocks
-        out = np.empty((n, weight.shape[3]), np.float32)
-        conv3x3_rows(grid, pitch, n, weight, bias, out, np.empty_like(out))
+        rows = b - a
+        out = np.empty((rows, weight.shape[3]), np.float32)
+        conv3x3_rows(grid[a:], pitch, rows, weight, bias, out, np.empty_like(out))
         np.clip(out, 0.0, 1.0, out=out)
         out *= 255.0
         np.rint(out, out=out)
         # channel c*64 + i*8 + j of latent (r, x) is pixel (8r + i, 8x + j), colour c
-        cube = out.astype(np.uint8).reshape(height, pitch, 3, BLOCK, BLOCK)[:, :width]
-        return np.ascontiguousarray(cube.transpose(0, 3, 1, 4, 2)).reshape(height * BLOCK, width * BLOCK, 3)
+        first, count = a // pitch, rows // pitch
+        cube = out.astype(np.uint8).reshape(count, pitch, 3, BLOCK, BLOCK)[:, :width]
+        pixels[first * BLOCK:(first + count) * BLOCK] = cube.transpose(0, 3, 1, 4, 2).reshape(
+            count * BLOCK, width * BLOCK, 3)
 
 
 def conv3x3_taps(weight: np.ndarray) -> np.ndarray:
