@@ -652,10 +652,12 @@ class Codec:
             mean += d_mean * (1.0 / (1 << ACT_BITS))
         return header, sections, z_symbols, y_symbols, mean, index
 
-    def decompress(self, data: bytes, *, tile_size: int | None = None):
+    def decompress(self, data: bytes, *, tile_size: int | None = None, postfilter: bool = True):
         """Decode `.vaez` bytes to a PIL image of the original size and mode.
 
         ``tile_size``: see the class docstring (``None``: the codec's setting).
+        ``postfilter``: False gives the synthesis' image before the post-filter (what the
+        post-filter is trained on; not what a decoder shows).
         """
         _check_tile_size(tile_size)
         self._local.timings = {}
@@ -688,9 +690,10 @@ class Codec:
             rgb = self._torch_synthesis(y_hat, full_h, full_w, core)
         del y_hat
         t = self._stage("synthesis", t)
-        if self.postfilter:
-            rgb = self.postfilter.apply(rgb, level_from_quality(header.quality))[:height, :width]
+        if self.postfilter and postfilter:
+            rgb = self.postfilter.apply(rgb, level_from_quality(header.quality))
             t = self._stage("postfilter", t)
+        rgb = rgb[:height, :width]
         if header.mode in ("L", "LA"):
             pixels = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
         else:

@@ -86,18 +86,40 @@ def hard_decode(net: VaezNetwork, x: torch.Tensor, level: torch.Tensor):
     return torch.round(x_hat.clamp(0, 1) * 255) / 255, y_bits + z_bits
 
 
+def codec_decode(codec, crops: torch.Tensor, effort: int, rng):
+    """Crops (N, 3, H, W) uint8 through a real file each, at random qualities: (levels (N,),
+    the synthesis' 8-bit images before the post-filter (N, 3, H, W) uint8)."""
+    from .model.constants import level_from_quality
+
+    levels, images = [], []
+    for crop in crops:
+        quality = round(float(rng.uniform(1.0, 100.0)), 2)
+        data = codec.compress(crop.permute(1, 2, 0).numpy(), quality=quality, effort=effort)
+        pixels = np.asarray(codec.decompress(data, postfilter=False))
+        images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+        levels.append(level_from_quality(quality))
+    return torch.tensor(levels, dtype=torch.float32), torch.stack(images)
+
+
 class DecodedCrops:
     """Crops decoded once by the frozen codec at random levels (uint8, in memory), from which
     the post-filter trains on random aligned sub-crops: no transform runs per step."""
 
     def __init__(self, net: VaezNetwork, sampler: CropSampler, count: int, patch: int, align: int,
-                 device, batch: int = 8):
+                 device, batch: int = 8, codec=None, effort: int = 0):
+        """``codec``: a `Codec` to encode the crops with, as files are written (rate-aware
+        rounding, ``effort``'s refinement passes), at qualities drawn uniformly in 1..100;
+        None: the float model ``net`` with plain rounding, at uniform levels."""
         originals, decoded, levels = [], [], []
         for start in range(0, count, batch):
             x = sampler.batch(min(batch, count - start)).to(device)
-            level = torch.rand(x.shape[0], device=device) * (LEVELS - 1)
             originals.append(torch.round(x * 255).to(torch.uint8).cpu())
-            decoded.append(torch.round(hard_decode(net, x, level)[0] * 255).to(torch.uint8).cpu())
+            if codec is None:
+                level = torch.rand(x.shape[0], device=device) * (LEVELS - 1)
+                decoded.append(torch.round(hard_decode(net, x, level)[0] * 255).to(torch.uint8).cpu())
+            else:
+                level, images = codec_decode(codec, originals[-1], effort, sampler.rng)
+                decoded.append(images)
             levels.append(level.cpu())
         self.x, self.decoded, self.level = torch.cat(originals), torch.cat(decoded), torch.cat(levels)
         self.patch, self.align = patch, align
@@ -206,6 +228,12 @@ def main(argv=None) -> int:
                          "pays it, instead of the noisy-latent estimate; for fine-tuning")
     ap.add_argument("--cache", type=int, default=2400,
                     help="--only postfilter: crops of --crop pixels decoded up front")
+    ap.add_argument("--crops-by", type=Path, default=None, metavar="WEIGHTS.npz",
+                    help="--only postfilter: encode the crops with the real codec of these "
+                         "weights (rate-aware rounding, --crops-effort refinement) instead of the "
+                         "float model's plain rounding; the weights must be the model being trained")
+    ap.add_argument("--crops-effort", type=int, default=0,
+                    help="--crops-by: the encoder effort (0..3) the crops are encoded at")
     ap.add_argument("--patch", type=int, default=128,
                     help="--only postfilter: training sub-crop size (taken from the decoded crops)")
     ap.add_argument("--seed", type=int, default=0)
@@ -318,7 +346,13 @@ def main(argv=None) -> int:
         net.eval()
         t0 = time.time()
         with torch.no_grad():
-            crops = DecodedCrops(net, sampler, args.cache, args.patch, args.postfilter_scale, device)
+            codec = None
+            if args.crops_by is not None:
+                from .codec import Codec
+
+                codec = Codec(args.crops_by)
+            crops = DecodedCrops(net, sampler, args.cache, args.patch, args.postfilter_scale, device,
+                                 codec=codec, effort=args.crops_effort)
         net.train()
         log({"event": "decoded crops", "crops": args.cache, "seconds": round(time.time() - t0, 1)})
 

@@ -224,3 +224,35 @@ def test_hard_rate_counts_the_rounded_latents():
     assert torch.allclose(first["bpp"][0], bits / (64 * 64), rtol=1e-5)
     first["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.analysis.parameters())
+
+
+def test_post_filter_crops_can_come_from_the_real_encoder(tmp_path, codec):
+    """``--crops-by``: the crops the post-filter learns from are files written by the codec
+    (rate-aware rounding and refinement at ``--crops-effort``), decoded up to the filter."""
+    import torch
+
+    crops = torch.from_numpy(np.stack([natural_image(48, 64, seed=s) for s in (1, 2)])).permute(0, 3, 1, 2)
+    levels, images = train.codec_decode(codec, crops, 1, np.random.default_rng(0))
+    assert images.shape == crops.shape and images.dtype == torch.uint8
+    for crop, level, image in zip(crops, levels.tolist(), images):
+        quality = round(level * 99 / 7 + 1, 2)
+        data = codec.compress(crop.permute(1, 2, 0).numpy(), quality=quality, effort=1)
+        raw = np.asarray(codec.decompress(data, postfilter=False))
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), raw)
+        assert not np.array_equal(raw, np.asarray(codec.decompress(data)))   # before the filter
+    # and the training run takes them
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(natural_image(80, 96, seed=30 + i)).save(data / f"p{i}.png")
+    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
+              "--threads", "1"]
+    base = tmp_path / "base"
+    assert train.main(common + ["--out", str(base), "--steps", "1"]) == 0
+    weights = export.export(base / "last.pt", tmp_path / "base.npz", "vaez-base")
+    run = tmp_path / "pf"
+    assert train.main(common + ["--out", str(run), "--steps", "2", "--init", str(base / "last.pt"),
+                                "--only", "postfilter", "--postfilter-channels", "8", "--cache", "3",
+                                "--patch", "32", "--crops-by", str(weights), "--crops-effort", "1"]) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "decoded crops" and r["crops"] == 3 for r in records)

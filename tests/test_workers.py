@@ -7,10 +7,10 @@ import threading
 
 import numpy as np
 import pytest
+from imagegen import natural_image
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from neuralcodec import workers
-from tests.imagegen import natural_image
 
 
 def _blas_threads() -> list[int]:
