@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 import formats
 from formats import VaezError, VaezHeader
 
+from . import workers
 from .efforts import DEFAULT_EFFORT, check_effort
 from .entropy import coders
 from .model.constants import BLOCK, LEVELS, PAD_MULTIPLE, level_from_quality
@@ -49,6 +51,7 @@ from .weights import Weights, load_weights
 TILE_ABOVE_PIXELS = 1 << 21   # padded images with more pixels than this run their transforms tiled
 TILE_PIXELS = 1024            # tile core (pixels per side) when tiling automatically
 HYPER_TILE = 32               # z positions per side of an integer hyper-synthesis tile
+BAND_ROWS = 8                 # latent rows per piece of elementwise work (see `workers`)
 # The integer hyper-synthesis returns the gain-free mean as integers (|a| <= 2**ACT_LIMIT_BITS)
 # times 2**-ACT_BITS: float32 holds those exactly while ACT_LIMIT_BITS <= 24, at half the memory.
 _MEAN_DTYPE = np.float32 if ACT_LIMIT_BITS <= 24 else np.float64
@@ -355,10 +358,15 @@ class Codec:
         total = np.empty(y_shape, dtype=np.int32) if self.context else None
         quantize = self._quantizer(quality)
         others = non_anchor_mask(y_shape[1], y_shape[2]) if self.context else None
-        for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-            self._scale_tables(coordinate, offset, index, total, rows, cols)
-            y = y_unit[:, rows, cols].astype(np.float64) * gain
-            residual = y - mean_unit * gain
+
+        def band(cols, tile_rows, mean_unit, coordinate, part):
+            """Tables and symbols of the rows ``part`` of one hyper tile (elementwise work:
+            bands of rows run side by side on the cores, see `workers`)."""
+            rows = slice(tile_rows.start + part.start, tile_rows.start + part.stop)
+            mean_unit = mean_unit[:, part]
+            self._scale_tables(coordinate[:, part], offset, index, total, rows, cols)
+            residual = y_unit[:, rows, cols].astype(np.float64) * gain
+            residual -= mean_unit * gain
             if self.context:   # the context re-quantises the others below: zeros cost nothing
                 residual[:, others[rows, cols]] = 0.0
             y_symbols[:, rows, cols] = quantize(residual, index[:, rows, cols])
@@ -366,7 +374,10 @@ class Codec:
                 mean[:, rows, cols] = mean_unit * gain
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
-        del y
+
+        for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
+            workers.run([partial(band, cols, rows, mean_unit, coordinate, slice(a, b))
+                         for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
         t = self._stage("hyper", t)
         if effort and not self.context:
             y_symbols = self._refine(source, y_symbols, mean, index, quality, effort)
@@ -486,27 +497,23 @@ class Codec:
             synthesis, postfilter = self._refine_modules(fast is not None)
 
             def decoder(y_hat):
-                """The pixels the decoder will show, differentiable through the synthesis
-                only: the post-filter's correction (of the clamped image, as the decoder
-                filters the 8-bit one) enters as a constant, since that filter is close to the
-                identity and differentiating through it would cost as much as the synthesis'
-                backward pass."""
+                """The synthesis' pixels, differentiable."""
                 if fast is not None:
                     y_hat = y_hat.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(kind, dtype=fast, enabled=fast is not None):
-                    x_hat = synthesis(y_hat)
-                x_hat = x_hat.float()
-                if postfilter is None:
-                    return x_hat
-                with torch.no_grad(), torch.autocast(kind, dtype=fast, enabled=fast is not None):
-                    plain = x_hat.detach()
-                    correction = postfilter(plain.clamp(0, 1), level_tensor).float() - plain
-                return x_hat + correction
+                    return synthesis(y_hat).float()
+
+            def filtered(plain):
+                """The decoder's post-filter (it sees the clamped image, as the decoder
+                filters the 8-bit one)."""
+                with torch.autocast(kind, dtype=fast, enabled=fast is not None):
+                    return postfilter(plain.clamp(0, 1), level_tensor)
 
             return refine.refine(decoder, pixels, y_symbols, mean, index,
                                  self._gain(quality, decoder=True), lam, refine.ROUNDS[effort],
                                  energy, self._symbol_bits(), device=self.device,
-                                 positions=positions, in_place=True)
+                                 positions=positions, in_place=True,
+                                 postfilter=None if postfilter is None else filtered)
 
     def _refine_modules(self, channels_last: bool):
         """(synthesis, post-filter) for the refinement passes: the network's own, or copies
@@ -670,13 +677,16 @@ class Codec:
         enc_gain = self._gain(header.quality, decoder=False).astype(np.float32)
         dec_gain = self._gain(header.quality, decoder=True).astype(np.float32)
         y_hat = np.empty(y_symbols.shape, dtype=np.float32)
-        for r0, r1 in tile_starts(y_symbols.shape[1], 16):
+
+        def band(r0, r1):
             part = y_hat[:, r0:r1]
             np.multiply(mean_unit[:, r0:r1], enc_gain, out=part)
             if d_mean is not None:
                 part += d_mean[:, r0:r1] * np.float32(1.0 / (1 << ACT_BITS))
             part += clamp(y_symbols[:, r0:r1], -(1 << 20), 1 << 20)
             part *= dec_gain
+
+        workers.run([partial(band, r0, r1) for r0, r1 in tile_starts(y_symbols.shape[1], BAND_ROWS)])
         del y_symbols, mean_unit, d_mean
         height, width = header.height, header.width
         # the post-filter works on groups of s x s pixels: render up to a multiple of s

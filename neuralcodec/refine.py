@@ -66,12 +66,17 @@ def impulse_energy(synthesis, channels: int, device="cpu") -> torch.Tensor:
 def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
            index: np.ndarray, decoder_gain: np.ndarray, lam: float, rounds: int,
            energy: torch.Tensor, bits: np.ndarray, device="cpu",
-           positions: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
+           positions: np.ndarray | None = None, in_place: bool = False,
+           postfilter=None) -> np.ndarray:
     """Return better symbols for the same means and scale indexes (``symbols`` is not changed,
     unless ``in_place``: then it is refined and returned, sparing a full-size copy).
 
-    ``synthesis``: y_hat -> pixels in [0, 1], differentiable (the synthesis transform, with
-    the post-filter's correction when the model has one); pixels: (H, W, 3) uint8, the original
+    ``synthesis``: y_hat -> pixels in [0, 1], differentiable (the synthesis transform);
+    ``postfilter``: None, or the decoder's post-filter (synthesis pixels -> shown pixels, no
+    gradient needed), whose correction enters every pass as a constant: it is close to the
+    identity, differentiating through it would cost as much as the synthesis' backward pass,
+    and it is computed once per round of passes (the moves of one round change it little);
+    pixels: (H, W, 3) uint8, the original
     image (unpadded); symbols (M, h, w) int64; mean (M, h, w) float64 in the gained domain;
     index (M, h, w) scale indexes; decoder_gain (M, 1, 1); lam: the quality's lambda; energy:
     `impulse_energy` of the synthesis transform (the post-filter, close to the identity, is
@@ -89,13 +94,13 @@ def refine(synthesis, pixels: np.ndarray, symbols: np.ndarray, mean: np.ndarray,
             core = (slice(r0, min(r0 + WINDOW, rows)), slice(c0, min(c0 + WINDOW, cols)))
             win = (slice(max(r0 - MARGIN, 0), min(r0 + WINDOW + MARGIN, rows)),
                    slice(max(c0 - MARGIN, 0), min(c0 + WINDOW + MARGIN, cols)))
-            _refine_window(synthesis, pixels, out, mean, index, decoder_gain, lam, rounds,
-                           energy, table_bits, core, win, torch.device(device), positions)
+            _refine_window(synthesis, postfilter, pixels, out, mean, index, decoder_gain, lam,
+                           rounds, energy, table_bits, core, win, torch.device(device), positions)
     return out
 
 
-def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, rounds,
-                   energy, table_bits, core, win, device, positions) -> None:
+def _refine_window(synthesis, postfilter, pixels, symbols, mean, index, decoder_gain, lam,
+                   rounds, energy, table_bits, core, win, device, positions) -> None:
     """Refine ``symbols[:, core]`` in place, judging pixels of the whole window ``win``: ``rounds``
     times one pass per 2x2 phase that holds editable positions."""
     rows, cols = win
@@ -126,10 +131,18 @@ def _refine_window(synthesis, pixels, symbols, mean, index, decoder_gain, lam, r
         return
     limit = (table_bits.shape[1] - 1) // 2
     flat = table_bits.reshape(-1)
+    correction = None
     for step in range(rounds * len(phases)):
         y_hat = ((q + mu) * gain)[None].requires_grad_(True)
         with torch.enable_grad():
-            x_hat = synthesis(y_hat)[:, :, :height, :width]
+            x_hat = synthesis(y_hat)
+            if postfilter is not None:
+                if step % len(phases) == 0:     # once per round
+                    with torch.no_grad():
+                        plain = x_hat.detach().float()
+                        correction = postfilter(plain).float() - plain
+                x_hat = x_hat.float() + correction
+            x_hat = x_hat[:, :, :height, :width]
             distortion = weight * ((x_hat.float() - x) ** 2).sum()
             (grad,) = torch.autograd.grad(distortion, y_hat)
         with torch.no_grad():

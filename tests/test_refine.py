@@ -234,3 +234,32 @@ def test_fast_passes_follow_the_hardware_and_pay_in_bfloat16(codec, monkeypatch)
     refined = codec.compress(image, quality=50, effort=1)
     assert refined != plain
     assert _objective(codec, image, refined, 50) < _objective(codec, image, plain, 50)
+
+
+def test_the_post_filter_correction_is_taken_once_per_round_and_window(codec, monkeypatch):
+    """The post-filter enters the passes as a constant correction, computed on the first pass
+    of each round in each window (two phases with a context: one call per round); a filter
+    that shifts the pixels changes which moves pay."""
+    image = natural_image(64, 96, seed=11)
+    header, _, _, symbols, mean, index = codec.decode_latents(codec.compress(image, quality=50, effort=0))
+    lam = float(lambda_at(torch.tensor(level_from_quality(50))))
+    energy = refine.impulse_energy(codec.net.synthesis, symbols.shape[0])
+    args = (image, symbols, mean, index, codec._gain(50, decoder=True), lam)
+    others = non_anchor_mask(*symbols.shape[1:])
+    calls = []
+
+    def brighter(x):
+        calls.append(tuple(x.shape))
+        return x + 0.05
+
+    plain = refine.refine(codec.net.synthesis, *args, 2, energy, refine.symbol_bits(codec.weights.y_tables),
+                          positions=others)
+    shifted = refine.refine(codec.net.synthesis, *args, 2, energy, refine.symbol_bits(codec.weights.y_tables),
+                            positions=others, postfilter=brighter)
+    assert len(calls) == 2 and calls[0] == (1, 3, 64, 96)
+    assert not np.array_equal(plain, shifted)
+    monkeypatch.setattr(refine, "WINDOW", 4)          # 8 x 12 latents: 2 x 3 windows
+    calls.clear()
+    refine.refine(codec.net.synthesis, *args, 1, energy, refine.symbol_bits(codec.weights.y_tables),
+                  positions=others, postfilter=brighter)
+    assert len(calls) == 2 * 3
