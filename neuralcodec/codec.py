@@ -595,9 +595,15 @@ class Codec:
             index = np.empty(y_shape, dtype=np.uint8)
             mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
             total = np.empty(y_shape, dtype=np.int32) if self.context else None
+
+            def band(tile_rows, cols, mean, coordinate, part):   # rows ``part`` of one tile
+                rows = slice(tile_rows.start + part.start, tile_rows.start + part.stop)
+                self._scale_tables(coordinate[:, part], offset, index, total, rows, cols)
+                mean_unit[:, rows, cols] = mean[:, part]
+
             for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-                self._scale_tables(coordinate, offset, index, total, rows, cols)
-                mean_unit[:, rows, cols] = mean
+                workers.run([partial(band, rows, cols, mean, coordinate, slice(a, b))
+                             for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
             t = self._stage("hyper", t)
             if self.context:
                 y_symbols, d_mean = self._decode_with_context(sections, backend, index, total)

@@ -24,7 +24,7 @@ which lives on two of the four phases: one round (effort 1, the default) is a pa
 What makes a pass cheap enough for the default (on two cores, a 768x512 pass went from about
 0.24 s to 0.13 s): the synthesis runs in bfloat16 where the CPU has it natively (`Codec.
 _fast_dtype`; the gradient only ranks moves), the post-filter's correction enters as a
-constant instead of being differentiated through, and moves are priced by table look-ups at
+constant instead of being differentiated through (taken on the first pass of each round), and moves are priced by table look-ups at
 the pass's positions only, instead of Gaussian CDFs everywhere.
 
 Effort 0 runs no pass at all, but does not round blindly either: `rate_aware_round` moves a
