@@ -359,7 +359,7 @@ class Codec:
         quantize = self._quantizer(quality)
         others = non_anchor_mask(y_shape[1], y_shape[2]) if self.context else None
 
-        def band(cols, tile_rows, mean_unit, coordinate, part):
+        def band(tile_rows, cols, mean_unit, coordinate, part):
             """Tables and symbols of the rows ``part`` of one hyper tile (elementwise work:
             bands of rows run side by side on the cores, see `workers`)."""
             rows = slice(tile_rows.start + part.start, tile_rows.start + part.stop)
@@ -376,7 +376,7 @@ class Codec:
                 mean_unit_all[:, rows, cols] = mean_unit
 
         for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-            workers.run([partial(band, cols, rows, mean_unit, coordinate, slice(a, b))
+            workers.run([partial(band, rows, cols, mean_unit, coordinate, slice(a, b))
                          for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
         t = self._stage("hyper", t)
         if effort and not self.context:

@@ -1,6 +1,6 @@
 """Export a training checkpoint to a compact, offline weights file.
 
-``python -m neuralcodec.export runs/pf1/last.pt neuralcodec/weights/vaez-ls3.npz --decodes old.npz``
+``python -m neuralcodec.export runs/pf3/last.pt neuralcodec/weights/vaez-ls4.npz --decodes old.npz``
 
 Float layers are stored as float16 (the quality gains as float32), the hyper-synthesis as
 fixed-point integers (see `model/integer_hyper.py`), and the entropy tables as integer
@@ -28,6 +28,7 @@ Z_RANGE = 512           # z tables are searched over -Z_RANGE..Z_RANGE
 Z_TAIL = 1e-7           # mass left to the escape code on each side
 # arrays only the encoder reads: a model that changes nothing else still decodes the old files
 ENCODER_ONLY = ("float/analysis.", "float/hyper_analysis.")
+PIXELS_ONLY = ("float/postfilter.",)   # acts on decoded pixels, after the latents are fixed
 
 
 def z_tables(net: VaezNetwork) -> list[SymbolTable]:
@@ -49,8 +50,9 @@ def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dic
     """``[{"model_id", "digest"}, ...]``: the weights file ``older`` and the models it
     decodes itself, if files written with them decode to the same latents with ``arrays``:
     every array the decoder reads (synthesis, hyper-synthesis, context, tables, gains) is in
-    ``arrays`` unchanged, so only additions (a post-filter) and encoder-side transforms
-    (`ENCODER_ONLY`: analysis, hyper-analysis) may differ. ValueError naming the first array
+    ``arrays`` unchanged, so only the post-filter (`PIXELS_ONLY`: added or retrained; it
+    changes pixels, never latents) and encoder-side transforms (`ENCODER_ONLY`: analysis,
+    hyper-analysis) may differ. ValueError naming the first array
     that differs (or what is wrong with ``older``) otherwise."""
     try:
         with np.load(older, allow_pickle=False) as archive:
@@ -60,7 +62,7 @@ def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dic
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{older} is not a readable weights file ({type(exc).__name__}: {exc})") from None
     for name, value in old.items():
-        if name == "meta" or name.startswith(ENCODER_ONLY):
+        if name == "meta" or name.startswith(ENCODER_ONLY + PIXELS_ONLY):
             continue
         new = arrays.get(name)
         if new is None or new.dtype != value.dtype or new.shape != value.shape or not np.array_equal(new, value):
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neuralcodec.export", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--model-id", default="vaez-ls3")
+    ap.add_argument("--model-id", default="vaez-ls4")
     ap.add_argument("--decodes", type=Path, action="append", default=[], metavar="OLD.npz",
                     help="an earlier weights file whose .vaez files this model decodes too: "
                          "refused unless every array its decoder reads is unchanged here "

@@ -98,13 +98,15 @@ def test_codec_output_is_the_filtered_synthesis():
     assert (raw[:45, :61] != expected).any()      # the shipped filter does change pixels
 
 
-def test_files_of_the_previous_model_still_decode():
-    """vaez-ls3 is vaez-ls2 plus the post-filter, so ls2 files decode to their latents (the
-    header's symbol checksum is verified) and come out filtered."""
-    data = (Path(__file__).parent / "data" / "vaez-ls2-40x56-q60.vaez").read_bytes()
+@pytest.mark.parametrize("model", ["vaez-ls2", "vaez-ls3"])
+def test_files_of_the_previous_models_still_decode(model):
+    """vaez-ls3 is vaez-ls2 plus the post-filter and vaez-ls4 vaez-ls3 with the post-filter
+    retrained, so their files decode to their latents (the header's symbol checksum is
+    verified) and come out filtered."""
+    data = (Path(__file__).parent / "data" / f"{model}-40x56-q60.vaez").read_bytes()
     header, _ = formats.unpack(data)
-    assert header.model_id == "vaez-ls2"
-    assert neuralcodec.codec.default_codec().model_id != "vaez-ls2"
+    assert header.model_id == model
+    assert neuralcodec.codec.default_codec().model_id not in ("vaez-ls2", "vaez-ls3")
     decoded = np.asarray(neuralcodec.decompress(data)).astype(np.float64)
     original = natural_image(40, 56, seed=11).astype(np.float64)   # what the file was made from
     assert decoded.shape == original.shape

@@ -138,6 +138,17 @@ def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
     # what a model decodes carries over to the next one exported from it
     nxt = Codec(export.export(run / "last.pt", tmp_path / "next.npz", "vaez-next", decodes=(tmp_path / "w.npz",)))
     assert nxt.decodes_model("vaez-pf", codec.weights.digest) and nxt.decodes_model("vaez-base", old.weights.digest)
+    # a retrained post-filter changes pixels, not latents: its weights still decode the old files
+    again = tmp_path / "pf-again"
+    assert train.main(common + ["--out", str(again), "--steps", "2", "--init", str(run / "last.pt"),
+                                "--only", "postfilter", "--postfilter-channels", "8",
+                                "--cache", "2", "--patch", "32", "--lr", "1e-2", "--warmup", "1"]) == 0
+    retrained = Codec(export.export(again / "last.pt", tmp_path / "again.npz", "vaez-again",
+                                    decodes=(tmp_path / "w.npz",)))
+    assert not np.array_equal(retrained.weights.float_params["postfilter.last.weight"],
+                              codec.weights.float_params["postfilter.last.weight"])
+    assert retrained.decodes_model("vaez-pf", codec.weights.digest)
+    assert np.array_equal(retrained.decode_latents(old_file)[3], old.decode_latents(old_file)[3])
     # --only postfilter refuses a start that lacks other parts (they would be random and frozen)
     plain = tmp_path / "plain"
     assert train.main(common + ["--out", str(plain), "--steps", "1", "--context-hidden", "0"]) == 0
