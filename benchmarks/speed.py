@@ -132,6 +132,24 @@ def synthetic_image(width: int = 768, height: int = 512, seed: int = 0) -> Image
     return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
 
 
+def machine_reference(repeat: int = 5) -> dict:
+    """How fast the machine is right now, to compare runs by: a float32 NumPy matrix product
+    (BLAS, all its threads; the shape of a 3x3 synthesis layer over a 768x512 image as one
+    product) in GFLOP/s, and zlib level 6 (one core, what a PNG write does) in MB/s. Shared
+    machines drift: the development machine's speed varies by a third within minutes."""
+    import zlib
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6272, 1728), dtype=np.float32)
+    b = rng.standard_normal((1728, 128), dtype=np.float32)
+    a @ b
+    product = _median_seconds(lambda: a @ b, repeat)
+    raw = (rng.integers(0, 64, 4 << 20, dtype=np.uint8) + np.arange(4 << 20, dtype=np.uint8) // 7).tobytes()
+    squeeze = _median_seconds(lambda: zlib.compress(raw, 6), repeat)
+    return {"sgemm_gflops": 2 * a.shape[0] * a.shape[1] * b.shape[1] / product / 1e9,
+            "zlib_mb_per_s": len(raw) / squeeze / 1e6}
+
+
 def _median(values) -> float:
     return float(statistics.median(values))
 
@@ -571,6 +589,13 @@ def report(results: dict) -> str:
              f"Image: {results['image']} ({results['width']}x{results['height']}); "
              f"warm timings are medians of {results['repeat']} runs after one warm-up; "
              f"torch threads: {results['environment']['versions'].get('torch_threads')}.", ""]
+    machine = results.get("machine")
+    if machine:
+        before, after = machine["before"], machine["after"]
+        lines += [f"Machine speed at the start / end of the run (compare runs by these): float32 "
+                  f"NumPy matrix product {before['sgemm_gflops']:.0f} / {after['sgemm_gflops']:.0f} "
+                  f"GFLOP/s, zlib level 6 on one core {before['zlib_mb_per_s']:.0f} / "
+                  f"{after['zlib_mb_per_s']:.0f} MB/s.", ""]
     ours = results.get("ours")
     if ours and "error" not in ours:
         lines += [f"## ours ({ours['setting']}): {ours['bpp']:.3f} bpp, {ours['psnr']:.2f} dB", ""]
@@ -629,7 +654,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         label = "synthetic (benchmarks.speed.synthetic_image, seed 0)"
 
     results = {"command": command, "image": label, "width": image.size[0],
-               "height": image.size[1], "repeat": args.repeat}
+               "height": image.size[1], "repeat": args.repeat,
+               "machine": {"before": machine_reference(args.repeat)}}
     try:
         results["ours"] = time_ours(image, args.quality, args.coder, args.repeat)
     except CodecUnavailable as exc:
@@ -647,6 +673,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         results["cold_cli"] = cold_cli(data, args.threads, args.cold_runs)
     if not args.no_pillow:
         results["pillow"] = time_pillow(image, args.repeat, threads=args.threads)
+    results["machine"]["after"] = machine_reference(args.repeat)
     return finish_report(results, report, args.json)
 
 

@@ -350,8 +350,11 @@ def test_scripts_skip_our_codec_when_it_is_unusable(tmp_path, capsys, monkeypatc
     printed = capsys.readouterr().out
     assert "ours: not measured (the codec failed: FileNotFoundError" in printed
     assert "| JPEG |" in printed and "Cold start" not in printed  # no cold runs without a codec
+    assert "Machine speed at the start / end of the run" in printed
     result = json.loads((tmp_path / "speed.json").read_text())
     assert result["pillow"][0]["bpp"] > 0 and "cold" not in result
+    for moment in ("before", "after"):     # the machine's speed, to compare runs by
+        assert result["machine"][moment]["sgemm_gflops"] > 0 and result["machine"][moment]["zlib_mb_per_s"] > 0
 
 
 def test_ours_is_measured_with_stage_timings():
