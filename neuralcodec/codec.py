@@ -385,15 +385,17 @@ class Codec:
         if self.context:
             # anchors keep their symbols; the others get tables and means corrected from their
             # anchor neighbours and are re-quantised around the corrected mean
-            def requantize(rows, d_mean, d_coord):    # one strip of latent rows
+            def requantize(rows, d_mean, d_coord):
+                """One strip of latent rows. Other strips read this strip's anchors while it
+                runs: only its non-anchors (``part``) are written."""
                 part = others[rows]
                 corrected = (mean_unit_all[:, rows].astype(np.float64) * gain
                              + d_mean * (1.0 / (1 << ACT_BITS)))
                 new_index = index_from_total(total[:, rows].astype(np.int64) + d_coord, in_place=True)
-                index[:, rows] = np.where(part, new_index, index[:, rows])
+                np.copyto(index[:, rows], new_index, where=part, casting="unsafe")
                 value = y_unit[:, rows].astype(np.float64) * gain
-                y_symbols[:, rows] = np.where(part, quantize(np.where(part, value - corrected, 0.0),
-                                                             new_index), y_symbols[:, rows])
+                np.copyto(y_symbols[:, rows], quantize(np.where(part, value - corrected, 0.0), new_index),
+                          where=part)
                 if effort:   # this strip's gain-free means are not read again
                     mean_unit_all[:, rows] = np.where(
                         part, corrected, mean_unit_all[:, rows].astype(np.float64) * gain)
@@ -640,9 +642,9 @@ class Codec:
         t = self._stage("entropy", t)
         d_mean = np.zeros(shape, dtype=np.int32)
 
-        def refine_tables(rows, mean, coord):     # one strip of latent rows
+        def refine_tables(rows, mean, coord):     # one strip of latent rows: its non-anchors
             refined = index_from_total(total[:, rows].astype(np.int64) + coord, in_place=True)
-            index[:, rows] = np.where(others[rows], refined, index[:, rows])
+            np.copyto(index[:, rows], refined, where=others[rows], casting="unsafe")
             d_mean[:, rows] = mean
 
         self.context.each_strip(y_symbols, total, refine_tables)

@@ -86,6 +86,22 @@ def hard_decode(net: VaezNetwork, x: torch.Tensor, level: torch.Tensor):
     return torch.round(x_hat.clamp(0, 1) * 255) / 255, y_bits + z_bits
 
 
+def _weights_mismatch(exported: dict, net: VaezNetwork) -> str | None:
+    """What differs between a weights file's float tensors (stored in float16) and ``net``'s,
+    other than the post-filter (the part being trained); None when they agree."""
+    state = net.state_dict()
+    for name, value in exported.items():
+        if name.startswith("postfilter."):
+            continue
+        mine = state.get(name)
+        if mine is None or tuple(mine.shape) != value.shape:
+            return f"{name} is missing or has another shape"
+        mine = mine.detach().double().cpu().numpy()
+        if not np.allclose(mine, value.astype(np.float64), rtol=2e-3, atol=1e-4):
+            return f"{name} differs"
+    return None
+
+
 def codec_decode(codec, crops: torch.Tensor, effort: int, rng):
     """Crops (N, 3, H, W) uint8 through a real file each, at random qualities: (levels (N,),
     the synthesis' 8-bit images before the post-filter (N, 3, H, W) uint8)."""
@@ -244,6 +260,15 @@ def main(argv=None) -> int:
                     help="channels_last memory layout (faster convolutions on GPUs; measured "
                          "3-6x slower on the 2-core development CPU)")
     args = ap.parse_args(argv)
+    from .efforts import EFFORTS
+
+    if (args.crops_by is not None or args.crops_effort) and args.only != "postfilter":
+        print("--crops-by and --crops-effort choose the post-filter's training crops: they need "
+              "--only postfilter", file=sys.stderr)
+        return 2
+    if args.crops_effort not in EFFORTS:
+        print(f"--crops-effort must be one of {', '.join(map(str, EFFORTS))}", file=sys.stderr)
+        return 2
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -351,6 +376,11 @@ def main(argv=None) -> int:
                 from .codec import Codec
 
                 codec = Codec(args.crops_by)
+                problem = _weights_mismatch(codec.weights.float_params, net)
+                if problem:
+                    print(f"--crops-by {args.crops_by} is not the model being trained: {problem}",
+                          file=sys.stderr)
+                    return 2
             crops = DecodedCrops(net, sampler, args.cache, args.patch, args.postfilter_scale, device,
                                  codec=codec, effort=args.crops_effort)
         net.train()

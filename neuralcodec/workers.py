@@ -11,8 +11,10 @@ both cores stay busy through all of it (NumPy releases the interpreter lock insi
 loops and products).
 
 Determinism: the pieces are fixed by the stage and the image's size, never by the number of
-threads, and BLAS runs on one thread inside them, so a file decodes to the same pixels
-whatever the thread count.
+threads; the thread count only decides which thread computes a piece (side by side, each on a
+one-thread BLAS, or one after the other in the caller with BLAS as set: OpenBLAS splits a
+product over its threads by rows and columns, never along the sum). A file decodes to the same
+pixels whatever the thread count (`tests/test_workers.py` checks it).
 
 The pool is as large as the BLAS thread count NumPy would otherwise use (so the settings users
 already know, `OPENBLAS_NUM_THREADS` or threadpoolctl's limits, keep working; `vaez --jobs`
@@ -30,6 +32,7 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _state = {"controller": None, "pool": None, "active": 0, "limiter": None}
+_inside = threading.local()        # .piece: this thread is running a piece of some `run`
 
 
 def _cores() -> int:
@@ -63,10 +66,11 @@ def threads() -> int:
 
 class _Limit:
     """BLAS held at one thread while any `run` is active (reference-counted: concurrent calls
-    from several threads restore the original setting only when the last one ends)."""
+    from several threads restore the original setting only when the last one ends).
+    ``available``: the pieces the machine runs at once, as counted before the limit."""
 
-    def __init__(self, count: int):
-        self.threads = count
+    def __init__(self, available: int):
+        self.threads = available
 
     def __enter__(self):
         with _lock:
@@ -85,34 +89,48 @@ class _Limit:
 
 def run(jobs: Sequence[Callable[[], T]]) -> list[T]:
     """Run the zero-argument ``jobs`` (independent of each other) and return their results in
-    order; the first exception any job raises is re-raised here. Jobs must not call `run`."""
+    order. If jobs fail, the exception of the first failing job (in list order, among those
+    that ran) is raised here. A job that calls `run` itself gets its pieces run one after the
+    other in its own thread (no pool thread ever waits for the pool)."""
     jobs = list(jobs)
-    count = min(threads(), len(jobs))
+    available = 1 if getattr(_inside, "piece", False) else threads()
+    count = min(available, len(jobs))
     if count <= 1:
         return [job() for job in jobs]
     results: list = [None] * len(jobs)
-    errors: list[BaseException] = []
+    errors: dict[int, BaseException] = {}
     position = iter(range(len(jobs)))
     take = threading.Lock()
 
     def runner():
-        while not errors:
-            with take:
-                i = next(position, None)
-            if i is None:
-                return
-            try:
-                results[i] = jobs[i]()
-            except BaseException as exc:     # noqa: BLE001  (handed to the caller)
-                errors.append(exc)
+        _inside.piece = True
+        try:
+            while not errors:
+                with take:
+                    i = next(position, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = jobs[i]()
+                except BaseException as exc:     # noqa: BLE001  (handed to the caller)
+                    errors[i] = exc
+        finally:
+            _inside.piece = False
 
-    with _Limit(count):
-        futures = [_pool().submit(runner) for _ in range(count - 1)]
-        runner()                            # the calling thread works too
+    with _Limit(available):
+        futures = []
+        for _ in range(count - 1):
+            try:
+                futures.append(_pool().submit(runner))
+            except RuntimeError:        # no thread to be had (interpreter shutting down, ...)
+                break
+        runner()                        # the calling thread works too, until no job is left
         for future in futures:
-            future.result()
+            # helpers still queued behind another caller's work are not waited for
+            if not future.cancel():
+                future.result()
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
 
 
@@ -127,8 +145,15 @@ def _pool():
 
 
 def _forget_after_fork() -> None:
-    """A forked child has the parent's pool object but none of its threads: start afresh."""
+    """A forked child has the parent's pool object but none of its threads: start afresh
+    (and with BLAS as it was, should the fork have happened while pieces were running)."""
     global _lock
+    limiter = _state["limiter"]
+    if limiter is not None:
+        try:
+            limiter.original.restore_original_limits()
+        except Exception:      # noqa: BLE001  (best effort in a fresh child)
+            pass
     _lock = threading.Lock()
     _state.update(controller=None, pool=None, active=0, limiter=None)
 

@@ -267,3 +267,12 @@ def test_post_filter_crops_can_come_from_the_real_encoder(tmp_path, codec):
                                 "--patch", "32", "--crops-by", str(weights), "--crops-effort", "1"]) == 0
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "decoded crops" and r["crops"] == 3 for r in records)
+    pf = ["--init", str(base / "last.pt"), "--only", "postfilter", "--postfilter-channels", "8",
+          "--cache", "2", "--patch", "32"]
+    # weights of another model, a bad effort, or the options without --only postfilter: refused
+    assert train.main(common + ["--out", str(tmp_path / "x1"), "--steps", "1", *pf,
+                                "--crops-by", str(DEFAULT_WEIGHTS)]) == 2
+    assert train.main(common + ["--out", str(tmp_path / "x2"), "--steps", "1", *pf,
+                                "--crops-by", str(weights), "--crops-effort", "7"]) == 2
+    assert train.main(common + ["--out", str(tmp_path / "x3"), "--steps", "1",
+                                "--crops-by", str(weights)]) == 2

@@ -76,13 +76,37 @@ def test_the_pool_follows_the_blas_thread_count():
     assert 1 <= workers.threads() <= (os.cpu_count() or 1)
 
 
-def test_pixels_and_bytes_do_not_depend_on_the_thread_count(codec):
-    rgb = natural_image(96, 136, seed=5)
-    data = codec.compress(rgb, quality=60)
-    pixels = np.asarray(codec.decompress(data))
+def test_pixels_and_bytes_do_not_depend_on_the_thread_count(codec, monkeypatch):
+    # large enough for several pieces in every stage: 3 context strips, 3 table-grouping
+    # pieces per half, 2 x 2 post-filter tiles, 5 synthesis bands
+    rgb = natural_image(272, 400, seed=5)
     with threadpool_limits(limits=1, user_api="blas"):     # everything in one thread
+        assert workers.threads() == 1
+        data = codec.compress(rgb, quality=60)
+        pixels = np.asarray(codec.decompress(data))
+    monkeypatch.setattr(workers, "_cores", lambda: 2)      # side by side even on one core
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert workers.threads() == 2
         assert codec.compress(rgb, quality=60) == data
         assert np.array_equal(np.asarray(codec.decompress(data)), pixels)
+
+
+def test_a_piece_that_runs_pieces_runs_them_itself():
+    def outer(k):
+        return workers.run([lambda i=i: (k, i, threading.current_thread().name) for i in range(3)])
+
+    results = workers.run([lambda k=k: outer(k) for k in range(4)])
+    for k, inner in enumerate(results):
+        assert [r[:2] for r in inner] == [(k, 0), (k, 1), (k, 2)]
+        assert len({r[2] for r in inner}) == 1            # one thread: the piece's own
+
+
+def test_the_error_of_the_first_failing_job_in_order_is_raised():
+    def fail(i):
+        raise ValueError(f"piece {i}")
+
+    with pytest.raises(ValueError, match="piece 2"):
+        workers.run([lambda: 0, lambda: 1, lambda: fail(2), lambda: fail(3)])
 
 
 def _decode_in_child(data, queue):

@@ -94,7 +94,8 @@ class IntegerContext:
         total scale coordinate in 2**-ACT_BITS table steps (only non-anchors are read). Strips
         keep temporaries small on big images; they run side by side on the cores (see
         `workers`), each calling ``use`` in its own piece of work, so ``use`` must only write
-        the latent rows ``rows`` it is given."""
+        non-anchor positions of the latent rows ``rows`` it is given (the other strips read
+        the anchors meanwhile, also in those rows)."""
         def strip(window: slice, core: slice) -> None:
             mean, coord = self._strip(symbols[:, window], coordinate[:, core],
                                       core.start - window.start, window.start)
