@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import partial
 
 import numpy as np
 
+from .. import workers
 from ..spans import halo_windows
 from .constants import SCALE_COUNT
 from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, exact_conv, pixel_shuffle, rescale
 
 Z_LIMIT = 1 << 15          # |z| is clamped to this on both sides before entering the network
-HEAD_CHUNK = 2048          # latent positions per chunk of the last (1x1) layer
+HEAD_CHUNK = 1024          # latent positions per chunk of the last (1x1) layer
 
 
 class IntegerHyperSynthesis:
@@ -79,13 +81,17 @@ class IntegerHyperSynthesis:
         limit = float(1 << ACT_LIMIT_BITS)
         mean = np.empty((m, flat.shape[1]))
         coordinate = np.empty((m, flat.shape[1]), dtype=np.int64)
-        for start in range(0, flat.shape[1], HEAD_CHUNK):
-            part = slice(start, start + HEAD_CHUNK)
+
+        def chunk(part: slice) -> None:
             out = matrix @ flat[:, part]
             out += b[:, None]
             np.clip(rescale(out), -limit, limit, out=out)
             mean[:, part] = out[:m] * (1.0 / (1 << ACT_BITS))   # exact: a power of two
             coordinate[:, part] = out[m:]
+
+        # the chunks are also the pieces of work spread over the cores (see `workers`)
+        workers.run([partial(chunk, slice(start, start + HEAD_CHUNK))
+                     for start in range(0, flat.shape[1], HEAD_CHUNK)])
         return mean.reshape(m, rows, cols), coordinate.reshape(m, rows, cols)
 
 
