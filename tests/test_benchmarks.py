@@ -487,3 +487,26 @@ def test_start_command_prints_the_command_line(capsys):
     assert args.directory == "imgs" and args.limit == 2
     assert command == "python -m benchmarks.rd imgs --limit 2"
     assert capsys.readouterr().out == f"$ {command}\n"
+
+
+def test_versus_times_two_checkouts_in_turns(tmp_path):
+    """benchmarks/versus.py loads two checkouts' codecs into one process (here this one
+    twice, in a fresh interpreter) and prints both directions; a folder that is not a vaez
+    checkout is refused."""
+    import subprocess
+
+    from imagegen import natural_image
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    Image.fromarray(natural_image(48, 64, seed=3)).save(tmp_path / "a.png")
+    proc = subprocess.run([sys.executable, "benchmarks/versus.py", str(root), str(tmp_path / "a.png"),
+                           "--repeat", "2"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for heading in ("## decode (2 calls each", "## encode (2 calls each"):
+        assert heading in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| other", "| this"))]
+    assert len(rows) == 4 and all("synthesis" in r or "analysis" in r for r in rows)
+    proc = subprocess.run([sys.executable, "benchmarks/versus.py", str(tmp_path), str(tmp_path / "a.png")],
+                          capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 2 and "is not a vaez checkout" in proc.stderr
