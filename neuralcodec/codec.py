@@ -251,6 +251,18 @@ class Codec:
                 yield (slice(core_r.start * up, core_r.stop * up),
                        slice(core_c.start * up, core_c.stop * up), mean[keep], coordinate[keep])
 
+    def _each_hyper_band(self, z_symbols: np.ndarray, core: int, use) -> None:
+        """`_hyper_tiles`, each tile cut into bands of `BAND_ROWS` latent rows that run side by
+        side on the cores (see `workers`): ``use(rows, cols, mean_unit, coordinate)`` with the
+        band's latent slices and its views of the tile's outputs; it must write only there."""
+        for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
+            def band(part: slice, rows=rows, cols=cols, mean=mean, coordinate=coordinate):
+                use(slice(rows.start + part.start, rows.start + part.stop), cols,
+                    mean[:, part], coordinate[:, part])
+
+            workers.run([partial(band, slice(a, b))
+                         for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
+
     @staticmethod
     def _scale_tables(coordinate, offset, index, total, rows, cols) -> None:
         """Both sides' table choice for one hyper tile: the total scale coordinate (kept in
@@ -359,12 +371,8 @@ class Codec:
         quantize = self._quantizer(quality)
         others = non_anchor_mask(y_shape[1], y_shape[2]) if self.context else None
 
-        def band(tile_rows, cols, mean_unit, coordinate, part):
-            """Tables and symbols of the rows ``part`` of one hyper tile (elementwise work:
-            bands of rows run side by side on the cores, see `workers`)."""
-            rows = slice(tile_rows.start + part.start, tile_rows.start + part.stop)
-            mean_unit = mean_unit[:, part]
-            self._scale_tables(coordinate[:, part], offset, index, total, rows, cols)
+        def band(rows, cols, mean_unit, coordinate):     # tables and symbols of one band
+            self._scale_tables(coordinate, offset, index, total, rows, cols)
             residual = y_unit[:, rows, cols].astype(np.float64) * gain
             residual -= mean_unit * gain
             if self.context:   # the context re-quantises the others below: zeros cost nothing
@@ -375,9 +383,7 @@ class Codec:
             if self.context:
                 mean_unit_all[:, rows, cols] = mean_unit
 
-        for rows, cols, mean_unit, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-            workers.run([partial(band, rows, cols, mean_unit, coordinate, slice(a, b))
-                         for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
+        self._each_hyper_band(z_symbols, core, band)
         t = self._stage("hyper", t)
         if effort and not self.context:
             y_symbols = self._refine(source, y_symbols, mean, index, quality, effort)
@@ -598,14 +604,11 @@ class Codec:
             mean_unit = np.empty(y_shape, dtype=_MEAN_DTYPE)
             total = np.empty(y_shape, dtype=np.int32) if self.context else None
 
-            def band(tile_rows, cols, mean, coordinate, part):   # rows ``part`` of one tile
-                rows = slice(tile_rows.start + part.start, tile_rows.start + part.stop)
-                self._scale_tables(coordinate[:, part], offset, index, total, rows, cols)
-                mean_unit[:, rows, cols] = mean[:, part]
+            def band(rows, cols, mean, coordinate):     # tables and gain-free means of one band
+                self._scale_tables(coordinate, offset, index, total, rows, cols)
+                mean_unit[:, rows, cols] = mean
 
-            for rows, cols, mean, coordinate in self._hyper_tiles(z_symbols, self._hyper_core(core)):
-                workers.run([partial(band, rows, cols, mean, coordinate, slice(a, b))
-                             for a, b in tile_starts(rows.stop - rows.start, BAND_ROWS)])
+            self._each_hyper_band(z_symbols, core, band)
             t = self._stage("hyper", t)
             if self.context:
                 y_symbols, d_mean = self._decode_with_context(sections, backend, index, total)

@@ -13,6 +13,17 @@ from neuralcodec.codec import Codec
 from neuralcodec.weights import DEFAULT_WEIGHTS
 
 
+def _small_training_set(tmp_path, count: int, first_seed: int) -> list[str]:
+    """``count`` tiny photos in ``tmp_path / "photos"``; returns the train arguments every
+    quick run shares (no validation split, one thread)."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(count):
+        Image.fromarray(natural_image(80, 96, seed=first_seed + i)).save(data / f"p{i}.png")
+    return ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
+            "--threads", "1"]
+
+
 def test_train_resume_export_and_decode(tmp_path):
     data = tmp_path / "photos"
     (data / "sub").mkdir(parents=True)
@@ -98,13 +109,8 @@ def test_post_filter_trains_alone_on_decoded_crops_and_exports(tmp_path):
     the filter, and the exported weights give a codec that filters its output."""
     import torch
 
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(3):
-        Image.fromarray(natural_image(80, 96, seed=20 + i)).save(data / f"p{i}.png")
+    common = _small_training_set(tmp_path, 3, 20)
     base = tmp_path / "base"
-    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
-              "--threads", "1"]
     assert train.main(common + ["--out", str(base), "--steps", "2"]) == 0
     run = tmp_path / "pf"
     assert train.main(common + ["--out", str(run), "--steps", "3", "--init", str(base / "last.pt"),
@@ -168,12 +174,7 @@ def test_encoder_trains_alone_and_its_weights_decode_the_old_files(tmp_path):
     weights whose decoder side differs are still refused."""
     import torch
 
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(3):
-        Image.fromarray(natural_image(80, 96, seed=30 + i)).save(data / f"p{i}.png")
-    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
-              "--threads", "1"]
+    common = _small_training_set(tmp_path, 3, 30)
     base = tmp_path / "base"
     assert train.main(common + ["--out", str(base), "--steps", "2"]) == 0
     run = tmp_path / "enc"
@@ -252,12 +253,7 @@ def test_post_filter_crops_can_come_from_the_real_encoder(tmp_path, codec):
         assert np.array_equal(image.permute(1, 2, 0).numpy(), raw)
         assert not np.array_equal(raw, np.asarray(codec.decompress(data)))   # before the filter
     # and the training run takes them
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(natural_image(80, 96, seed=30 + i)).save(data / f"p{i}.png")
-    common = ["--data", str(data), "--batch", "2", "--crop", "64", "--val-fraction", "0.0",
-              "--threads", "1"]
+    common = _small_training_set(tmp_path, 2, 30)
     base = tmp_path / "base"
     assert train.main(common + ["--out", str(base), "--steps", "1"]) == 0
     weights = export.export(base / "last.pt", tmp_path / "base.npz", "vaez-base")
