@@ -771,10 +771,11 @@ def _info_record(name: str, data: bytes) -> dict:
         "z_shape": list(header.z_shape),
         "symbol_crc": f"{header.symbol_crc:08x}",
         "sections": payloads,
-        "header_bytes": formats.HEADER_SIZE,
+        "version": header.version,
+        "header_bytes": formats.header_size(header),
         # everything else: each section's length, tag and CRC, the END section, and any
         # ancillary sections this reader skipped
-        "container_overhead_bytes": total - formats.HEADER_SIZE - sum(payloads.values()),
+        "container_overhead_bytes": total - formats.header_size(header) - sum(payloads.values()),
         "total_bytes": total,
         "bpp": 8 * total / (header.width * header.height),
         "metadata": _metadata(sections),
@@ -861,7 +862,8 @@ def _info_text(r: dict) -> str:
         ("latents", f"y {shape(r['y_shape'])}, z {shape(r['z_shape'])} (channels x h x w)"),
         ("sections", f"{sections} (payloads)"),
         ("overhead", f"header {r['header_bytes']} B, container {r['container_overhead_bytes']} B "
-                     "(section framing, END, skipped ancillary sections)"),
+                     f"(format version {r['version']}: "
+                     "section framing, END, skipped ancillary sections)"),
         ("total", f"{r['total_bytes']} bytes ({_human_size(r['total_bytes'])}), "
                   f"{r['bpp']:.4f} bpp"),
         *_metadata_text(r["metadata"]),

@@ -1,9 +1,13 @@
-"""The ``.vaez`` container: pack and unpack a fixed header plus named byte sections.
+"""The ``.vaez`` container: pack and unpack a header plus named byte sections.
 
 This module only knows the byte layout described in ``VAEZ.md``; it never
 interprets the entropy-coded streams.  ``unpack`` and ``read_header`` are
 strict: any malformed input raises :class:`VaezError` (a ``ValueError``) with
 a message naming the problem, before anything large is allocated.
+
+Two layouts: version 1 (a fixed 84-byte header, sections framed by a u32
+length) is read for the files written by vaez 1.0 to 1.3; version 2 (the same
+fields, variable-length integers, about 60 bytes less per file) is written.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 __all__ = [
-    "MAGIC", "VERSION", "HEADER_SIZE", "MAX_SIDE", "MAX_PIXELS", "MAX_LATENT_CHANNELS",
+    "MAGIC", "VERSION", "VERSIONS", "HEADER_SIZE", "MAX_HEADER_SIZE", "MAX_SIDE", "MAX_PIXELS", "MAX_LATENT_CHANNELS",
     "MAX_MODEL_ID_BYTES", "MODES", "CODERS", "KNOWN_SECTIONS", "SECTION_ORDER",
-    "VaezError", "VaezHeader", "pack", "unpack", "read_header",
+    "VaezError", "VaezHeader", "pack", "unpack", "read_header", "header_size", "read_section",
 ]
 
 MAGIC = b"\x89VAEZ\r\n\x1a"  # 8 bytes; the format version follows in byte 8
-VERSION = 1
+VERSION = 2  # what pack() writes unless the header asks for another
+VERSIONS = (1, 2)  # what unpack() reads
 
 MAX_SIDE = 65535  # image width and height, and each latent spatial dimension
 MAX_PIXELS = 2**28  # width * height
@@ -46,9 +51,16 @@ END_TAG = "END "
 # model_id, model_digest, y_shape (c, h, w), z_shape (c, h, w), symbol_crc
 _HEADER = struct.Struct("<8sBBBBIIHH32s8s3H3HI")
 _CRC = struct.Struct("<I")
-HEADER_SIZE = _HEADER.size + _CRC.size  # 84
-_SECTION_HEAD = struct.Struct("<I4s")  # payload length, tag
+HEADER_SIZE = _HEADER.size + _CRC.size  # 84: version 1's fixed header
+_SECTION_HEAD = struct.Struct("<I4s")  # version 1: payload length, tag
 _SECTION_OVERHEAD = _SECTION_HEAD.size + _CRC.size  # 12
+# version 2: magic, version, mode | coder << 2, then varints and fixed fields (see VAEZ.md)
+_FIXED_V2 = struct.Struct("<8sBB")
+_MAX_VARINT_BYTES = 5  # a u32
+# version 2's bound: magic+version+flags, width, height, quality, id length + id, digest,
+# six shape varints, two CRCs (83 bytes; 82 within MAX_PIXELS); version 1's 84 is longer
+MAX_HEADER_SIZE = max(HEADER_SIZE, _FIXED_V2.size + 3 + 3 + 2 + 1 + MAX_MODEL_ID_BYTES
+                      + MODEL_DIGEST_BYTES + 2 * (2 + 3 + 3) + 4 + 4)
 _TAG_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 ")
 
 
@@ -70,6 +82,7 @@ class VaezHeader:
     y_shape: tuple[int, int, int]
     z_shape: tuple[int, int, int]
     symbol_crc: int
+    version: int = VERSION  # the container layout; the same fields in either
 
     @property
     def has_alpha(self) -> bool:
@@ -115,6 +128,8 @@ def _header_problem(h: VaezHeader) -> str | None:
                     f"height/width 1..{MAX_SIDE})")
     if not 0 <= h.symbol_crc <= 0xFFFFFFFF:
         return f"symbol_crc {h.symbol_crc} is not a uint32"
+    if h.version not in VERSIONS:
+        return f"unsupported version {h.version} (this reader supports versions 1 and 2)"
     return None
 
 
@@ -123,7 +138,7 @@ def _normalized(h: VaezHeader) -> VaezHeader:
     if not isinstance(h, VaezHeader):
         raise TypeError(f"header must be a VaezHeader, not {type(h).__name__}")
     try:
-        ints = {k: operator.index(getattr(h, k)) for k in ("width", "height", "symbol_crc")}
+        ints = {k: operator.index(getattr(h, k)) for k in ("width", "height", "symbol_crc", "version")}
         shapes = {k: tuple(operator.index(v) for v in getattr(h, k)) for k in ("y_shape", "z_shape")}
         quality = float(h.quality)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -148,7 +163,7 @@ def _normalized(h: VaezHeader) -> VaezHeader:
     out = VaezHeader(width=ints["width"], height=ints["height"], mode=h.mode, quality=quality,
                      coder=h.coder, model_id=h.model_id, model_digest=bytes(digest),
                      y_shape=shapes["y_shape"], z_shape=shapes["z_shape"],
-                     symbol_crc=ints["symbol_crc"])
+                     symbol_crc=ints["symbol_crc"], version=ints["version"])
     problem = _header_problem(out)
     if problem:
         raise ValueError(problem)
@@ -168,13 +183,54 @@ def _section_set_problem(tags: set[str], mode: str) -> str | None:
 
 # ---------------------------------------------------------------------- write
 
-def _section(tag: str, payload: bytes) -> bytes:
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant group first."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _section(tag: str, payload: bytes, version: int) -> bytes:
     t = tag.encode("ascii")
-    return _SECTION_HEAD.pack(len(payload), t) + payload + _CRC.pack(zlib.crc32(payload, zlib.crc32(t)))
+    crc = _CRC.pack(zlib.crc32(payload, zlib.crc32(t)))
+    if version == 1:
+        return _SECTION_HEAD.pack(len(payload), t) + payload + crc
+    if tag == END_TAG:
+        return t  # version 2: the END tag alone closes the file
+    return t + _varint(len(payload)) + payload + crc
+
+
+def _header_bytes(h: VaezHeader) -> bytes:
+    """The header of ``h`` (already validated) in its version's layout, CRC included."""
+    quality = round(h.quality * 100)
+    model_id = h.model_id.encode("ascii")
+    if h.version == 1:
+        fields = _HEADER.pack(
+            MAGIC, 1, MODES.index(h.mode), CODERS.index(h.coder), 0, h.width, h.height,
+            quality, 0, model_id, h.model_digest, *h.y_shape, *h.z_shape, h.symbol_crc)
+    else:
+        fields = b"".join([
+            _FIXED_V2.pack(MAGIC, 2, MODES.index(h.mode) | CODERS.index(h.coder) << 2),
+            _varint(h.width), _varint(h.height), struct.pack("<HB", quality, len(model_id)),
+            model_id, h.model_digest, *map(_varint, (*h.y_shape, *h.z_shape)),
+            _CRC.pack(h.symbol_crc)])
+    return fields + _CRC.pack(zlib.crc32(fields))
+
+
+def header_size(header: VaezHeader) -> int:
+    """How many bytes ``header`` takes in its file (84 in version 1; 38 to 82 in version 2)."""
+    return len(_header_bytes(_normalized(header)))
 
 
 def pack(header: VaezHeader, sections: dict[str, bytes]) -> bytes:
-    """Serialize ``header`` and ``sections`` into .vaez bytes (canonical section order).
+    """Serialize ``header`` and ``sections`` into .vaez bytes (canonical section order), in the
+    layout of ``header.version`` (the current one unless asked otherwise).
 
     Raises ValueError for invalid header values, unknown critical tags, or a
     section set that does not match the mode (ZSYM/YSYM required, ALPH iff alpha).
@@ -201,57 +257,155 @@ def pack(header: VaezHeader, sections: dict[str, bytes]) -> bytes:
     if problem:
         raise ValueError(problem)
 
-    fields = _HEADER.pack(
-        MAGIC, VERSION, MODES.index(h.mode), CODERS.index(h.coder), 0,
-        h.width, h.height, round(h.quality * 100), 0,
-        h.model_id.encode("ascii"), h.model_digest, *h.y_shape, *h.z_shape, h.symbol_crc)
     order = [t for t in SECTION_ORDER if t in payloads]
     order += sorted(t for t in payloads if t not in KNOWN_SECTIONS)
-    parts = [fields, _CRC.pack(zlib.crc32(fields))]
-    parts += [_section(t, payloads[t]) for t in order]
-    parts.append(_section(END_TAG, b""))
+    parts = [_header_bytes(h)]
+    parts += [_section(t, payloads[t], h.version) for t in order]
+    parts.append(_section(END_TAG, b"", h.version))
     return b"".join(parts)
 
 
 # ----------------------------------------------------------------------- read
 
-def _parse_header(data: bytes) -> VaezHeader:
-    """Validate and decode the first HEADER_SIZE bytes of ``data``."""
+class _Cursor:
+    """Reads fields from a byte view, raising VaezError when they run past its end."""
+
+    def __init__(self, view, pos: int, what: str):
+        self.view, self.pos, self.what = view, pos, what
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.view) - self.pos:
+            raise VaezError(f"truncated {self.what} at byte {len(self.view)}")
+        self.pos += n
+        return bytes(self.view[self.pos - n:self.pos])
+
+    def varint(self, limit: int, name: str) -> int:
+        """A minimally encoded unsigned LEB128 of at most ``limit``."""
+        value = shift = 0
+        for count in range(_MAX_VARINT_BYTES):
+            (byte,) = self.take(1)
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if count and not byte:
+                    raise VaezError(f"{name} at byte {self.pos - 1} is not minimally encoded")
+                break
+        else:
+            raise VaezError(f"{name} at byte {self.pos} is longer than {_MAX_VARINT_BYTES} bytes")
+        if value > limit:
+            raise VaezError(f"{name} {value} exceeds {limit}")
+        return value
+
+
+def _check_magic_and_version(data) -> int:
     prefix = bytes(data[:len(MAGIC)])
     if prefix != MAGIC[:len(prefix)]:
         raise VaezError("not a .vaez file (bad magic)")
-    if len(data) < HEADER_SIZE:
-        raise VaezError(f"truncated header: got {len(data)} of {HEADER_SIZE} bytes")
-    if data[8] != VERSION:
-        raise VaezError(f"unsupported version {data[8]} (this reader supports version {VERSION})")
-    fields = bytes(data[:_HEADER.size])
-    (stored_crc,) = _CRC.unpack_from(data, _HEADER.size)
-    if zlib.crc32(fields) != stored_crc:
-        raise VaezError("CRC mismatch in header")
-    (_, _, mode, coder, pad8, width, height, centi, pad16, raw_id, digest,
-     yc, yh, yw, zc, zh, zw, symbol_crc) = _HEADER.unpack(fields)
-    if pad8 or pad16:
-        raise VaezError("non-zero padding bytes in header")
+    if len(data) <= len(MAGIC):
+        raise VaezError(f"truncated header: got {len(data)} bytes")
+    version = data[len(MAGIC)]
+    if version not in VERSIONS:
+        raise VaezError(f"unsupported version {version} (this reader supports versions 1 and 2; "
+                        "a newer vaez may read it)")
+    return version
+
+
+def _parse_header(data) -> tuple[VaezHeader, int]:
+    """Validate and decode the header at the start of ``data``: (header, its size in bytes)."""
+    version = _check_magic_and_version(data)
+    if version == 1:
+        if len(data) < HEADER_SIZE:
+            raise VaezError(f"truncated header: got {len(data)} of {HEADER_SIZE} bytes")
+        fields = bytes(data[:_HEADER.size])
+        (stored_crc,) = _CRC.unpack_from(data, _HEADER.size)
+        if zlib.crc32(fields) != stored_crc:
+            raise VaezError("CRC mismatch in header")
+        (_, _, mode, coder, pad8, width, height, centi, pad16, raw_id, digest,
+         yc, yh, yw, zc, zh, zw, symbol_crc) = _HEADER.unpack(fields)
+        if pad8 or pad16:
+            raise VaezError("non-zero padding bytes in header")
+        model_id = raw_id.rstrip(b"\0")
+        size = HEADER_SIZE
+    else:
+        # the CRC comes last, so every field is read (bounded) before it can be checked
+        cur = _Cursor(data, _FIXED_V2.size - 1, "header")
+        (flags,) = cur.take(1)
+        mode, coder, reserved = flags & 3, flags >> 2 & 1, flags >> 3
+        width = cur.varint(MAX_SIDE, "width")
+        height = cur.varint(MAX_SIDE, "height")
+        centi, id_length = struct.unpack("<HB", cur.take(3))
+        if id_length > MAX_MODEL_ID_BYTES:
+            raise VaezError(f"model_id length {id_length} exceeds {MAX_MODEL_ID_BYTES}")
+        model_id = cur.take(id_length)
+        digest = cur.take(MODEL_DIGEST_BYTES)
+        yc, yh, yw, zc, zh, zw = (cur.varint(limit, name) for name, limit in (
+            ("y_shape channels", MAX_LATENT_CHANNELS), ("y_shape height", MAX_SIDE),
+            ("y_shape width", MAX_SIDE), ("z_shape channels", MAX_LATENT_CHANNELS),
+            ("z_shape height", MAX_SIDE), ("z_shape width", MAX_SIDE)))
+        (symbol_crc,) = _CRC.unpack(cur.take(4))
+        fields_end = cur.pos
+        (stored_crc,) = _CRC.unpack(cur.take(4))
+        if zlib.crc32(bytes(data[:fields_end])) != stored_crc:
+            raise VaezError("CRC mismatch in header")
+        if reserved:
+            raise VaezError("reserved header bits are set")
+        size = cur.pos
     if mode >= len(MODES):
         raise VaezError(f"unknown mode code {mode}")
     if coder >= len(CODERS):
         raise VaezError(f"unknown coder code {coder}")
-    model_id = raw_id.rstrip(b"\0")
+    if version == 1 and b"\0" in model_id:
+        raise VaezError("model_id has bytes after its terminating 00")
     problem = _model_id_problem(model_id)
     if problem:
         raise VaezError(problem)
     header = VaezHeader(width=width, height=height, mode=MODES[mode], quality=centi / 100,
                         coder=CODERS[coder], model_id=model_id.decode("ascii"),
                         model_digest=digest, y_shape=(yc, yh, yw), z_shape=(zc, zh, zw),
-                        symbol_crc=symbol_crc)
+                        symbol_crc=symbol_crc, version=version)
     problem = _header_problem(header)
     if problem:
         raise VaezError(problem)
-    return header
+    return header, size
+
+
+def _next_section(view, pos: int, version: int) -> tuple[str, memoryview, int]:
+    """The section at ``pos``: (tag, payload, position after it), its framing and CRC checked."""
+    end = len(view)
+    if version == 1:
+        if end - pos < _SECTION_OVERHEAD:
+            what = "missing END section" if pos == end else "section header cut off"
+            raise VaezError(f"truncated at byte {end}: {what}")
+        length, raw_tag = _SECTION_HEAD.unpack_from(view, pos)
+        start = pos + _SECTION_HEAD.size
+    else:
+        if end - pos < 4:
+            what = "missing END section" if pos == end else "section tag cut off"
+            raise VaezError(f"truncated at byte {end}: {what}")
+        raw_tag = bytes(view[pos:pos + 4])
+    problem = _tag_problem(raw_tag)
+    if problem:
+        raise VaezError(f"{problem} at byte {pos}")
+    tag = raw_tag.decode("ascii")
+    if version == 2:
+        if tag == END_TAG:
+            return tag, view[pos + 4:pos + 4], pos + 4
+        cur = _Cursor(view, pos + 4, f"section {tag}")
+        length = cur.varint(0xFFFFFFFF, f"length of section {tag}")
+        start = cur.pos
+    if length > end - start - _CRC.size:
+        raise VaezError(f"truncated: section {tag} declares {length} bytes "
+                        f"but only {max(end - start - _CRC.size, 0)} remain")
+    payload = view[start:start + length]
+    (stored_crc,) = _CRC.unpack_from(view, start + length)
+    if zlib.crc32(payload, zlib.crc32(raw_tag)) != stored_crc:
+        raise VaezError(f"CRC mismatch in section {tag}")
+    return tag, payload, start + length + _CRC.size
 
 
 def unpack(data: bytes) -> tuple[VaezHeader, dict[str, bytes]]:
-    """Parse and fully validate .vaez bytes; returns the header and known sections.
+    """Parse and fully validate .vaez bytes (either version); returns the header and the
+    known sections.
 
     Unknown ancillary sections are checked (CRC) and dropped.  Raises
     VaezError for any malformed input, never another exception type.
@@ -259,40 +413,24 @@ def unpack(data: bytes) -> tuple[VaezHeader, dict[str, bytes]]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise VaezError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data if isinstance(data, bytes) else bytes(data))
-    header = _parse_header(view)
+    header, pos = _parse_header(view)
     sections: dict[str, bytes] = {}
     seen: set[str] = set()
-    pos, end = HEADER_SIZE, len(view)
     while True:
-        if end - pos < _SECTION_OVERHEAD:
-            what = "missing END section" if pos == end else "section header cut off"
-            raise VaezError(f"truncated at byte {end}: {what}")
-        length, raw_tag = _SECTION_HEAD.unpack_from(view, pos)
-        problem = _tag_problem(raw_tag)
-        if problem:
-            raise VaezError(f"{problem} at byte {pos}")
-        tag = raw_tag.decode("ascii")
-        if length > end - pos - _SECTION_OVERHEAD:
-            raise VaezError(f"truncated: section {tag} declares {length} bytes "
-                            f"but only {end - pos - _SECTION_OVERHEAD} remain")
-        body = view[pos + 4:pos + 8 + length]  # tag + payload
-        (stored_crc,) = _CRC.unpack_from(view, pos + 8 + length)
-        if zlib.crc32(body) != stored_crc:
-            raise VaezError(f"CRC mismatch in section {tag}")
-        pos += _SECTION_OVERHEAD + length
+        tag, payload, pos = _next_section(view, pos, header.version)
         if tag in seen:
             raise VaezError(f"duplicate section {tag}")
         seen.add(tag)
         if tag == END_TAG:
-            if length:
-                raise VaezError(f"END section must be empty, has {length} bytes")
+            if len(payload):
+                raise VaezError(f"END section must be empty, has {len(payload)} bytes")
             break
         if tag in KNOWN_SECTIONS:
-            sections[tag] = bytes(body[4:])
+            sections[tag] = bytes(payload)
         elif not _is_ancillary(tag):
             raise VaezError(f"unknown critical section {tag}")
-    if pos != end:
-        raise VaezError(f"{end - pos} trailing bytes after END section")
+    if pos != len(view):
+        raise VaezError(f"{len(view) - pos} trailing bytes after END section")
     problem = _section_set_problem(set(sections), header.mode)
     if problem:
         raise VaezError(problem)
@@ -300,23 +438,60 @@ def unpack(data: bytes) -> tuple[VaezHeader, dict[str, bytes]]:
 
 
 def read_header(source: bytes | str | os.PathLike | BinaryIO) -> VaezHeader:
-    """Read and validate only the fixed header from bytes, a path or a binary file.
+    """Read and validate only the header from bytes, a path or a binary file.
 
-    A file object is read from its current position.  OSError from opening a
-    path propagates unchanged; malformed content raises VaezError.
+    A file object is read from its current position and, when it can seek, left just
+    after the header.  OSError from opening a path propagates unchanged; malformed
+    content raises VaezError.
     """
     if isinstance(source, (bytes, bytearray)):
-        head = bytes(source[:HEADER_SIZE])
+        head = bytes(source[:MAX_HEADER_SIZE])
     elif isinstance(source, memoryview):
-        head = source.tobytes()[:HEADER_SIZE]
+        head = source[:MAX_HEADER_SIZE].tobytes()
     elif isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            head = _read_up_to(f, HEADER_SIZE)
+            head = _read_up_to(f, MAX_HEADER_SIZE)
     elif hasattr(source, "read"):
-        head = _read_up_to(source, HEADER_SIZE)
+        start = source.tell() if source.seekable() else None
+        head = _read_up_to(source, MAX_HEADER_SIZE)
+        header, size = _parse_header(head)
+        if start is not None:
+            source.seek(start + size)
+        return header
     else:
         raise TypeError(f"cannot read a header from {type(source).__name__}")
-    return _parse_header(head)
+    return _parse_header(head)[0]
+
+
+def read_section(f: BinaryIO, version: int, limit: int) -> tuple[str, bytes] | None:
+    """The next section of an open file positioned on one (after the header, say), with its
+    CRC checked: (tag, payload); None at the END tag, a malformed section or one whose
+    payload is longer than ``limit`` bytes (for peeking at metadata; ``unpack`` checks all)."""
+    start = f.tell()
+    head = _read_up_to(f, 4 + (4 if version == 1 else _MAX_VARINT_BYTES))
+    if version == 1:
+        head = head[4:8] + head[:4] if len(head) == 8 else b""  # tag first, as in version 2
+    try:
+        tag = head[:4].decode("ascii")
+        if version == 1:
+            (length,) = struct.unpack("<I", head[4:8])
+            skip = 8
+        else:
+            cur = _Cursor(head, 4, "section")
+            length = cur.varint(limit, "length")
+            skip = cur.pos
+    except (UnicodeDecodeError, struct.error, VaezError):
+        return None
+    if tag == END_TAG or length > limit or _tag_problem(head[:4]):
+        return None
+    f.seek(start + skip)
+    body = _read_up_to(f, length + _CRC.size)
+    if len(body) != length + _CRC.size:
+        return None
+    payload, (crc,) = body[:length], _CRC.unpack(body[length:])
+    if zlib.crc32(payload, zlib.crc32(head[:4])) != crc:
+        return None
+    return tag, payload
 
 
 def _read_up_to(f: BinaryIO, n: int) -> bytes:

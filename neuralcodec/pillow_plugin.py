@@ -5,15 +5,12 @@ Pillow can read and write ``.vaez`` files. It exists as its own module because P
 (an ``ImageFile`` subclass, ``_accept`` on the magic bytes, a ``_save`` handler, registration
 by format id) have nothing to do with how the codec works.
 
-Opening is cheap: ``_open`` reads the fixed header (size, mode, quality, coder, model) and the
+Opening is cheap: ``_open`` reads the header (size, mode, quality, coder, model) and the
 ICC/EXIF sections that the container places right after it, and nothing else. The pixels are
 decoded on ``load()``, the first time they are needed; only then is the model loaded (decoding
 never imports torch), so ``import neuralcodec`` (which registers this plugin) stays light.
 """
 from __future__ import annotations
-
-import struct
-import zlib
 
 from PIL import Image, ImageFile
 
@@ -27,11 +24,7 @@ FORMAT = "VAEZ"
 EXTENSION = ".vaez"
 MIME = "image/x-vaez"
 
-# Section framing from formats/VAEZ.md: u32 payload length, 4-byte tag, payload, u32 CRC32 of
-# tag + payload. Only used to pick up the metadata sections at open time.
-_SECTION_HEAD = struct.Struct("<I4s")
-_CRC = struct.Struct("<I")
-_METADATA_SECTIONS = {b"ICCP": "icc_profile", b"EXIF": "exif"}
+_METADATA_SECTIONS = {"ICCP": "icc_profile", "EXIF": "exif"}
 _METADATA_LIMIT = 64 << 20  # never read a metadata section larger than this at open time
 
 
@@ -39,7 +32,7 @@ def _accept(prefix: bytes) -> bool:
     return prefix[:len(formats.MAGIC)] == formats.MAGIC
 
 
-def _read_metadata(fp) -> dict:
+def _read_metadata(fp, version: int) -> dict:
     """ICC profile and EXIF from the sections that directly follow the header.
 
     ``formats.pack`` writes them first, so this reads only a few bytes beyond the header.
@@ -48,20 +41,11 @@ def _read_metadata(fp) -> dict:
     """
     found: dict[str, bytes] = {}
     while len(found) < len(_METADATA_SECTIONS):
-        head = fp.read(_SECTION_HEAD.size)
-        if len(head) < _SECTION_HEAD.size:
+        section = formats.read_section(fp, version, _METADATA_LIMIT)
+        key = _METADATA_SECTIONS.get(section[0]) if section else None
+        if key is None or key in found:
             break
-        length, tag = _SECTION_HEAD.unpack(head)
-        key = _METADATA_SECTIONS.get(tag)
-        if key is None or key in found or length > _METADATA_LIMIT:
-            break
-        payload = fp.read(length)
-        crc = fp.read(_CRC.size)
-        if len(payload) != length or len(crc) != _CRC.size:
-            break
-        if zlib.crc32(payload, zlib.crc32(tag)) != _CRC.unpack(crc)[0]:
-            break
-        found[key] = payload
+        found[key] = section[1]
     return found
 
 
@@ -80,7 +64,7 @@ class VaezImageFile(ImageFile.ImageFile):
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info.update(quality=header.quality, coder=header.coder, model=header.model_id)
-        self.info.update(_read_metadata(self.fp))
+        self.info.update(_read_metadata(self.fp, header.version))
         self.tile = []  # no Pillow decoder: load() below does the work
 
     def load(self):

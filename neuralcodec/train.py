@@ -232,13 +232,16 @@ def main(argv=None) -> int:
     ap.add_argument("--postfilter-channels", type=int, default=0,
                     help="width of the pixel post-filter (0: none)")
     ap.add_argument("--postfilter-scale", type=int, default=2, help="the post-filter's PixelUnshuffle factor")
-    ap.add_argument("--only", choices=("all", "context", "postfilter", "encoder"), default="all",
+    ap.add_argument("--only", choices=("all", "context", "postfilter", "encoder", "decoder"), default="all",
                     help="'context': train only the context model, on the rate alone, with "
                          "every other part frozen (cheap: no synthesis pass); 'postfilter': train "
                          "only the post-filter, on crops decoded once by the frozen codec; "
                          "'encoder': train only the encoder-side transforms (analysis and "
                          "hyper-analysis) for the frozen decoder: the new weights decode the "
-                         "old files (see `export --decodes`)")
+                         "old files (see `export --decodes`); 'decoder': train everything the "
+                         "decoder holds (synthesis, entropy model, decoder gains, post-filter) "
+                         "with the encoder frozen, so that with --hard-rate the model fine-tunes "
+                         "on exactly the rounded latents a file carries")
     ap.add_argument("--hard-rate", action="store_true",
                     help="count the rate of the rounded latents (straight-through), as a file "
                          "pays it, instead of the noisy-latent estimate; for fine-tuning")
@@ -307,13 +310,15 @@ def main(argv=None) -> int:
                                   analysis_blocks=args.analysis_blocks,
                                   postfilter_channels=args.postfilter_channels,
                                   postfilter_scale=args.postfilter_scale)).to(device)
-    trained = {"encoder": ("analysis.", "hyper_analysis.")}.get(args.only, (args.only + ".",))
+    trained = {"encoder": ("analysis.", "hyper_analysis."),
+               "decoder": ("synthesis.", "hyper_synthesis.", "prior.", "context.", "postfilter.",
+                           "gains.decoder_log_gain")}.get(args.only, (args.only + ".",))
     if args.only != "all":
         if args.init is None and not (args.out / "last.pt").exists():
             print(f"--only {args.only} trains one part of an existing model: give --init "
                   "(or resume a run)", file=sys.stderr)
             return 2
-        if args.only != "encoder" and getattr(net, args.only) is None:
+        if args.only in ("context", "postfilter") and getattr(net, args.only) is None:
             width = {"context": "--context-hidden", "postfilter": "--postfilter-channels"}[args.only]
             print(f"--only {args.only} needs {width} > 0", file=sys.stderr)
             return 2
@@ -339,7 +344,8 @@ def main(argv=None) -> int:
         missing, unexpected = net.load_state_dict(state["model"], strict=False)
         # parts it lacks start fresh; with --only, only the part being trained may be missing
         # (a fresh, frozen context would make every decode wrong)
-        fresh = {"all": ("context.", "postfilter."), "encoder": ("analysis.blocks.",)}.get(args.only, trained)
+        fresh = {"all": ("context.", "postfilter."), "encoder": ("analysis.blocks.",),
+                 "decoder": ("postfilter.",)}.get(args.only, trained)
         if unexpected or any(not k.startswith(fresh) for k in missing):
             print(f"{args.init} does not fit this model (missing {missing}, unexpected "
                   f"{unexpected})", file=sys.stderr)

@@ -387,15 +387,17 @@ def test_info_counts_skipped_sections_as_container_overhead(tmp_path, capsys):
     path = tmp_path / "anc.vaez"
     path.write_bytes(packed({"ZSYM": b"zz", "YSYM": b"yyy", "tEXt": b"hello"}))
     size = path.stat().st_size
-    assert size == formats.HEADER_SIZE + (12 + 2) + (12 + 3) + (12 + 5) + 12
+    header = formats.header_size(formats.read_header(path))
+    # version 2: tag, one-byte length varint, payload, CRC; END is its tag alone
+    assert size == header + (9 + 2) + (9 + 3) + (9 + 5) + 4
     code, out, _ = run(capsys, "info", "--json", path)
     info = json.loads(out)
-    assert code == 0 and info["sections"] == {"ZSYM": 2, "YSYM": 3}
-    assert info["header_bytes"] == formats.HEADER_SIZE
-    assert info["container_overhead_bytes"] == size - formats.HEADER_SIZE - 5 == 3 * 12 + 17
+    assert code == 0 and info["sections"] == {"ZSYM": 2, "YSYM": 3} and info["version"] == 2
+    assert info["header_bytes"] == header
+    assert info["container_overhead_bytes"] == size - header - 5 == 3 * 9 + 4 + 5
     code, out, _ = run(capsys, "info", path)
     assert code == 0 and "ZSYM 2 B, YSYM 3 B" in out
-    assert f"header {formats.HEADER_SIZE} B, container {3 * 12 + 17} B" in out
+    assert f"header {header} B, container {3 * 9 + 4 + 5} B (format version 2:" in out
 
 
 def test_info_failures_summary_and_stdin_rule(tmp_path, capsys, vaez_file):
@@ -436,7 +438,7 @@ def test_decompress_bad_exif_is_one_error_line(tmp_path, capsys, monkeypatch, ex
 
 def test_version_and_help(capsys):
     code, out, _ = run(capsys, "--version")
-    assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.3.0"
+    assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.4.0"
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "examples:" in out and "vaez compress" in out
     for sub in ("compress", "decompress", "info", "inspect"):

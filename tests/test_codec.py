@@ -110,6 +110,23 @@ def test_other_weights_are_refused_by_name(codec):
         codec.decompress(forged)
 
 
+def test_files_are_version_2_and_version_1_files_still_decode(codec):
+    """The codec writes the compact layout; the same contents in version 1's layout (what
+    vaez 1.0 to 1.3 wrote) decode to the same pixels."""
+    from dataclasses import replace
+
+    data = codec.compress(natural_image(40, 48, seed=5), quality=30)
+    header, sections = formats.unpack(data)
+    assert header.version == 2
+    old = formats.pack(replace(header, version=1), sections)
+    # the header, each section's length (u32 against a 7-bit-per-byte varint), END's length+CRC
+    varint_bytes = [max(1, -(-len(p).bit_length() // 7)) for p in sections.values()]
+    assert len(sections) == 3 and len(data) < 200
+    assert len(old) - len(data) == 84 - formats.header_size(header) + sum(
+        4 - n for n in varint_bytes) + 8
+    assert np.array_equal(np.asarray(codec.decompress(old)), np.asarray(codec.decompress(data)))
+
+
 def test_symbol_checksum_catches_a_changed_stream(codec):
     data = codec.compress(natural_image(32, 32, seed=2), quality=80)
     header, sections = formats.unpack(data)

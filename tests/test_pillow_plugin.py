@@ -1,6 +1,7 @@
 """Tests for the Pillow plugin (neuralcodec/pillow_plugin.py): open, lazy load, save, registration."""
 from __future__ import annotations
 
+import functools
 import io
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from neuralcodec.codec import Codec
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache  # one profile: lcms stamps each new one with the current time
 def _metadata():
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()

@@ -105,7 +105,7 @@ def test_files_of_the_previous_models_still_decode(model):
     verified) and come out filtered."""
     data = (Path(__file__).parent / "data" / f"{model}-40x56-q60.vaez").read_bytes()
     header, _ = formats.unpack(data)
-    assert header.model_id == model
+    assert header.model_id == model and header.version == 1   # written by vaez 1.1 / 1.2
     assert neuralcodec.codec.default_codec().model_id not in ("vaez-ls2", "vaez-ls3")
     decoded = np.asarray(neuralcodec.decompress(data)).astype(np.float64)
     original = natural_image(40, 56, seed=11).astype(np.float64)   # what the file was made from

@@ -213,6 +213,30 @@ def test_encoder_trains_alone_and_its_weights_decode_the_old_files(tmp_path):
     assert load_energy(Codec(tmp_path / "base.npz").weights) is None
 
 
+def test_decoder_trains_with_the_encoder_frozen(tmp_path):
+    """``--only decoder`` changes the synthesis, entropy model, decoder gains and post-filter,
+    and leaves everything the encoder computes before rounding exactly as it was."""
+    import torch
+
+    common = _small_training_set(tmp_path, 3, 40)
+    base = tmp_path / "base"
+    assert train.main(common + ["--out", str(base), "--steps", "2", "--postfilter-channels", "4"]) == 0
+    run = tmp_path / "dec"
+    assert train.main(common + ["--out", str(run), "--steps", "3", "--init", str(base / "last.pt"),
+                                "--only", "decoder", "--hard-rate", "--postfilter-channels", "4",
+                                "--lr", "1e-3", "--warmup", "1"]) == 0
+    before = torch.load(base / "last.pt", weights_only=False)["model"]
+    after = torch.load(run / "last.pt", weights_only=False)["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = ("analysis.", "hyper_analysis.", "gains.encoder_log_gain")
+    assert not any(k.startswith(frozen) for k in changed)
+    for part in ("synthesis.", "hyper_synthesis.", "prior.", "context.", "postfilter.",
+                 "gains.decoder_log_gain"):
+        assert any(k.startswith(part) for k in changed), part
+    assert Codec(export.export(run / "last.pt", tmp_path / "dec.npz", "vaez-dec")).decompress(
+        Codec(tmp_path / "dec.npz").compress(natural_image(24, 40), quality=50)).size == (40, 24)
+
+
 def test_hard_rate_counts_the_rounded_latents():
     """``hard_rate``: the rate of round(y - mean) and round(z), the same on every pass (the
     noisy estimate changes from pass to pass), with gradients reaching the analysis."""
