@@ -7,7 +7,7 @@ a message naming the problem, before anything large is allocated.
 
 Two layouts: version 1 (a fixed 84-byte header, sections framed by a u32
 length) is read for the files written by vaez 1.0 to 1.3; version 2 (the same
-fields, variable-length integers, about 60 bytes less per file) is written.
+fields, variable-length integers, about 55 bytes less per file) is written.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _SECTION_OVERHEAD = _SECTION_HEAD.size + _CRC.size  # 12
 _FIXED_V2 = struct.Struct("<8sBB")
 _MAX_VARINT_BYTES = 5  # a u32
 # version 2's bound: magic+version+flags, width, height, quality, id length + id, digest,
-# six shape varints, two CRCs (83 bytes; 82 within MAX_PIXELS); version 1's 84 is longer
+# six shape varints, two CRCs (83 bytes, e.g. 16384x16384); version 1's 84 is longer
 MAX_HEADER_SIZE = max(HEADER_SIZE, _FIXED_V2.size + 3 + 3 + 2 + 1 + MAX_MODEL_ID_BYTES
                       + MODEL_DIGEST_BYTES + 2 * (2 + 3 + 3) + 4 + 4)
 _TAG_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 ")
@@ -224,7 +224,7 @@ def _header_bytes(h: VaezHeader) -> bytes:
 
 
 def header_size(header: VaezHeader) -> int:
-    """How many bytes ``header`` takes in its file (84 in version 1; 38 to 82 in version 2)."""
+    """How many bytes ``header`` takes in its file (84 in version 1; 38 to 83 in version 2)."""
     return len(_header_bytes(_normalized(header)))
 
 
@@ -452,7 +452,8 @@ def read_header(source: bytes | str | os.PathLike | BinaryIO) -> VaezHeader:
         with open(source, "rb") as f:
             head = _read_up_to(f, MAX_HEADER_SIZE)
     elif hasattr(source, "read"):
-        start = source.tell() if source.seekable() else None
+        seekable = getattr(source, "seekable", None)
+        start = source.tell() if callable(seekable) and seekable() else None
         head = _read_up_to(source, MAX_HEADER_SIZE)
         header, size = _parse_header(head)
         if start is not None:
@@ -463,35 +464,42 @@ def read_header(source: bytes | str | os.PathLike | BinaryIO) -> VaezHeader:
     return _parse_header(head)[0]
 
 
-def read_section(f: BinaryIO, version: int, limit: int) -> tuple[str, bytes] | None:
-    """The next section of an open file positioned on one (after the header, say), with its
-    CRC checked: (tag, payload); None at the END tag, a malformed section or one whose
-    payload is longer than ``limit`` bytes (for peeking at metadata; ``unpack`` checks all)."""
+def read_section(f: BinaryIO, version: int, tags, limit: int) -> tuple[str, bytes] | None:
+    """The next section of a seekable binary file positioned on one (after the header, say),
+    with its CRC checked, when its tag is in ``tags``: (tag, payload). None, with the file
+    back where it was, for another tag, the END tag, a malformed or cut-off section, or a
+    payload longer than ``limit`` bytes (for peeking at metadata; ``unpack`` checks it all).
+    Reads the tag and length first, and the payload only when it is wanted and present."""
     start = f.tell()
     head = _read_up_to(f, 4 + (4 if version == 1 else _MAX_VARINT_BYTES))
     if version == 1:
-        head = head[4:8] + head[:4] if len(head) == 8 else b""  # tag first, as in version 2
-    try:
-        tag = head[:4].decode("ascii")
-        if version == 1:
-            (length,) = struct.unpack("<I", head[4:8])
-            skip = 8
-        else:
-            cur = _Cursor(head, 4, "section")
-            length = cur.varint(limit, "length")
-            skip = cur.pos
-    except (UnicodeDecodeError, struct.error, VaezError):
-        return None
-    if tag == END_TAG or length > limit or _tag_problem(head[:4]):
-        return None
-    f.seek(start + skip)
-    body = _read_up_to(f, length + _CRC.size)
-    if len(body) != length + _CRC.size:
-        return None
-    payload, (crc,) = body[:length], _CRC.unpack(body[length:])
-    if zlib.crc32(payload, zlib.crc32(head[:4])) != crc:
-        return None
-    return tag, payload
+        raw_tag, length_bytes = head[4:8], head[:4]
+    else:
+        raw_tag, length_bytes = head[:4], None
+    found = None
+    if len(raw_tag) == 4 and not _tag_problem(raw_tag) and raw_tag.decode("ascii") in tags:
+        tag = raw_tag.decode("ascii")
+        try:
+            if version == 1:
+                (length,) = struct.unpack("<I", length_bytes)
+                skip = _SECTION_HEAD.size
+            else:
+                cur = _Cursor(head, 4, "section")
+                length = cur.varint(limit, "length")
+                skip = cur.pos
+        except (struct.error, VaezError):
+            length = None
+        if length is not None and length <= limit:
+            size = f.seek(0, os.SEEK_END)
+            if length + _CRC.size <= size - start - skip:   # never read past the file's end
+                f.seek(start + skip)
+                body = _read_up_to(f, length + _CRC.size)
+                payload, (crc,) = body[:length], _CRC.unpack(body[length:])
+                if zlib.crc32(payload, zlib.crc32(raw_tag)) == crc:
+                    found = (tag, payload)
+    if found is None:
+        f.seek(start)
+    return found
 
 
 def _read_up_to(f: BinaryIO, n: int) -> bytes:

@@ -41,11 +41,11 @@ def _read_metadata(fp, version: int) -> dict:
     """
     found: dict[str, bytes] = {}
     while len(found) < len(_METADATA_SECTIONS):
-        section = formats.read_section(fp, version, _METADATA_LIMIT)
-        key = _METADATA_SECTIONS.get(section[0]) if section else None
-        if key is None or key in found:
+        wanted = [tag for tag, key in _METADATA_SECTIONS.items() if key not in found]
+        section = formats.read_section(fp, version, wanted, _METADATA_LIMIT)
+        if section is None:
             break
-        found[key] = section[1]
+        found[_METADATA_SECTIONS[section[0]]] = section[1]
     return found
 
 

@@ -3,7 +3,9 @@
 import io
 import random
 import struct
+import tempfile
 import time
+import tracemalloc
 import zlib
 from dataclasses import replace
 
@@ -99,9 +101,10 @@ def test_version_2_is_written_and_smaller():
     assert header_size(HEADER_V1) == HEADER_SIZE == 84 and header_size(HEADER) == 50
     assert len(v1) - len(v2) == 34 + 5 * 3 + 8
     assert v2 == v2_file(v2_header())  # the layout VAEZ.md describes, field by field
-    biggest = replace(HEADER, width=65535, height=4096, model_id="m" * 32,
+    biggest = replace(HEADER, width=16384, height=16384, model_id="m" * 32,   # 2**28 pixels
                       y_shape=(4096, 65535, 65535), z_shape=(4096, 65535, 65535))
-    assert header_size(biggest) == 82 < formats.MAX_HEADER_SIZE == 84  # version 1's 84 is the most
+    assert header_size(biggest) == 83 < formats.MAX_HEADER_SIZE == 84  # version 1's 84 is the most
+    assert unpack(pack(biggest, {"ZSYM": b"", "YSYM": b"", "ALPH": b""}))[0] == biggest
 
 
 def section_tags(data: bytes) -> list[bytes]:
@@ -216,9 +219,12 @@ def test_huge_declared_length_is_refused_quickly(version):
     else:  # ICCP's one-byte length becomes 2^32 - 1
         data = data[:start + 4] + varint(0xFFFFFFFF) + data[start + 5:]
     t = time.perf_counter()
+    tracemalloc.start()
     with pytest.raises(VaezError, match="truncated"):
         unpack(data)
-    assert time.perf_counter() - t < 0.5
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - t < 0.5 and peak < 100_000   # nothing sized by the claim
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -263,6 +269,7 @@ def test_header_field_limits_version_1(fields, message):
     (dict(shapes=(4097, 3, 5, 128, 1, 2)), "y_shape channels 4097"),
     (dict(shapes=(192, 3, 5, 128, 0, 2)), "z_shape"),
     (dict(shapes=(192, 3, 65536, 128, 1, 2)), "y_shape width"),
+    (dict(model_id=b"ab\x80"), "model_id"),
 ])
 def test_header_field_limits_version_2(fields, message):
     data = v2_file(v2_header(**fields))
@@ -354,13 +361,84 @@ def test_read_header_sources(tmp_path, version):
     f = io.BytesIO(data)
     assert read_header(f) == header
     assert f.tell() == header_size(header)  # left just after the header
-    assert formats.read_section(f, version, 100) == ("ICCP", b"icc")
-    assert formats.read_section(f, version, 100) == ("EXIF", SECTIONS["EXIF"])
-    assert formats.read_section(f, version, 3) is None  # ALPH's 9 bytes are over the limit
+    assert formats.read_section(f, version, ("ICCP",), 100) == ("ICCP", b"icc")
+    assert formats.read_section(f, version, ("EXIF", "ALPH"), 100) == ("EXIF", SECTIONS["EXIF"])
+    assert formats.read_section(f, version, ("ALPH",), 3) is None  # its 9 bytes: over the limit
     with open(path, "rb") as fh:
         assert read_header(fh) == header
+
+    class Pipe:   # read() only: no tell, seek or seekable
+        def __init__(self, data):
+            self.rest = data
+
+        def read(self, n):
+            chunk, self.rest = self.rest[:n], self.rest[n:]
+            return chunk
+
+    assert read_header(Pipe(data)) == header
     assert read_header(data[:header_size(header)]) == header  # sections are not needed
     with pytest.raises(VaezError, match="truncated"):
         read_header(io.BytesIO(data[:40]))
     with pytest.raises(VaezError, match="bad magic"):
         read_header(b"not a vaez file at all")
+
+
+def test_version_2_framing_edge_cases():
+    data = small_file(2)
+    start = header_size(read_header(data))          # the ICCP section: tag, length 3, "icc", CRC
+    assert data[start:start + 5] == b"ICCP\x03"
+    cases = {
+        "exceeds": data[:start + 4] + b"\x80\x80\x80\x80\x10" + data[start + 5:],  # 2**32
+        "longer than 5 bytes": data[:start + 4] + b"\x83\x80\x80\x80\x80\x00" + data[start + 5:],
+        "truncated": data[:start + 4] + b"\x80",                  # a continuation byte, then EOF
+        "trailing bytes": data + struct.pack("<II", 0, zlib.crc32(b"END ")),   # version 1's END
+    }
+    for message, bad in cases.items():
+        with pytest.raises(VaezError, match=message):
+            unpack(bad)
+    with pytest.raises(VaezError, match="trailing bytes"):
+        unpack(data + section(b"ZSYM", b"z"))                     # a section after END
+
+
+@both_versions
+def test_read_section_returns_none_and_rewinds_on_anything_unexpected(version):
+    """The Pillow plugin peeks at metadata with read_section: it never raises, reads a payload
+    only for a wanted tag, and leaves the file where it was when it returns None."""
+    data = small_file(version)
+    start = header_size(read_header(data))
+    wanted = ("ICCP", "EXIF")
+
+    def peek(blob, tags=wanted, limit=100):
+        f = io.BytesIO(blob)
+        f.seek(start)
+        got = formats.read_section(f, version, tags, limit)
+        return got, f.tell()
+
+    got, pos = peek(data)
+    assert got == ("ICCP", b"icc") and pos == start + len(section(b"ICCP", b"icc", version))
+    assert peek(data, tags=("EXIF",)) == (None, start)           # not wanted: nothing read
+    assert peek(data, limit=2) == (None, start)                   # over the limit
+    assert peek(data[:start] + end_section(version)) == (None, start)
+    # a claimed 60 MiB ICCP in a small file on disk: refused without reading (or allocating) it
+    claim = (struct.pack("<I", 60 << 20) + b"ICCP" if version == 1 else b"ICCP" + varint(60 << 20))
+    with tempfile.TemporaryFile() as f:
+        f.write(data[:start] + claim + bytes(100))
+        f.seek(start)
+        tracemalloc.start()
+        assert formats.read_section(f, version, wanted, 64 << 20) is None and f.tell() == start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 100_000
+    rng = random.Random(99)
+    for _ in range(600):
+        b = bytearray(data)
+        i = rng.randrange(start, len(b))
+        if rng.random() < 0.5:
+            b[i] = rng.randrange(256)
+        else:
+            del b[i:]
+        got, pos = peek(bytes(b))
+        if got is None:
+            assert pos == start
+        else:   # only a section that is intact up to its CRC comes back
+            assert got == ("ICCP", b"icc") and bytes(b[start:pos]) == section(b"ICCP", b"icc", version)
