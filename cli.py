@@ -84,8 +84,9 @@ class _LazyVersion(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from neuralcodec import __version__
 
-        sys.stdout.write(f"{PROG} {__version__}\n")
-        sys.stdout.flush()
+        out = _stdout()
+        out.write(f"{PROG} {__version__}\n")
+        out.flush()
         parser.exit(EXIT_OK)
 
 
@@ -355,22 +356,74 @@ def _write_file(path: str, write, force: bool) -> None:
         raise _output_error(path, exc) from None
 
 
-def _read_input(name: str) -> bytes:
+def _stdout():
+    """sys.stdout, or a CliError when the process was started with it closed."""
+    if sys.stdout is None:
+        raise CliError("<stdout>: standard output is closed")
+    return sys.stdout
+
+
+def _open_input(name: str):
     if name == STDIO:
+        if sys.stdin is None:
+            raise CliError("<stdin>: standard input is closed")
         if _isatty(sys.stdin):
             raise CliError("<stdin>: refusing to read data from a terminal")
-        return sys.stdin.buffer.read()
+        return contextlib.nullcontext(sys.stdin.buffer)
     if os.path.isdir(name):
         raise CliError(f"{name}: is a directory")
-    with open(name, "rb") as f:
-        return f.read()
+    return open(name, "rb")
+
+
+def _read_input(name: str) -> bytes:
+    with _open_input(name) as f:
+        data = f.read()
+    if not data:
+        raise CliError(f"{'<stdin>' if name == STDIO else name}: empty input")
+    return data
+
+
+# Beyond its header, a .vaez file holds the latent streams (a few bytes per pixel at the very
+# most), the alpha plane as PNG and the metadata: reading stops well before memory runs out
+# when a device or pipe never ends (`vaez info /dev/zero` fails on the magic at once).
+_VAEZ_BYTES_PER_PIXEL = 16
+_VAEZ_SLACK = 256 << 20
+
+
+def _read_vaez_input(name: str) -> bytes:
+    """A .vaez input, read header first: a wrong magic or header fails before the rest is
+    read, and the rest is capped by what the header's dimensions allow."""
+    import formats
+
+    with _open_input(name) as f:
+        head = _read_up_to(f, formats.MAX_HEADER_SIZE)
+        if not head:
+            raise CliError(f"{'<stdin>' if name == STDIO else name}: empty input")
+        header = formats.read_header(head)
+        limit = header.width * header.height * _VAEZ_BYTES_PER_PIXEL + _VAEZ_SLACK
+        rest = _read_up_to(f, limit - len(head) + 1)
+    if len(head) + len(rest) > limit:
+        raise formats.VaezError(f"longer than any {header.width}x{header.height} file can be "
+                                f"({limit} bytes)")
+    return head + rest
+
+
+def _read_up_to(f, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = f.read(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def _write_stdout(data: bytes, force: bool) -> None:
     if _isatty(sys.stdout) and not force:
         raise CliError("<stdout>: refusing to write binary data to a terminal "
                        "(redirect it, or use --force)")
-    out = sys.stdout.buffer
+    out = _stdout().buffer
     out.write(data)
     out.flush()
 
@@ -508,6 +561,7 @@ def _compress_file(src: str, dst: str, force: bool, options: dict):
     Module level (not a closure) so a process pool can run it."""
     data_in = _read_input(src) if src == STDIO else src
     size_in = len(data_in) if src == STDIO else os.path.getsize(src)
+    frames = _frame_count(data_in)
     target = _target_text(options)
     reached = None
     if target:
@@ -540,7 +594,22 @@ def _compress_file(src: str, dst: str, force: bool, options: dict):
         psnr = "lossless" if math.isinf(reached.psnr) else f"{reached.psnr:.2f} dB"
         line += f"  quality {reached.quality:g}  {psnr}  ({target}"
         line += f"; {reached.note})" if reached.note else ")"
+    if frames > 1:
+        line += f"  (first of {frames} frames: .vaez holds one image)"
     return line, {"in": size_in, "out": len(data), "pixels": h.width * h.height}
+
+
+def _frame_count(source) -> int:
+    """How many frames an animated input has (1 for still images or when it cannot tell)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            return int(im.n_frames) if getattr(im, "is_animated", False) else 1
+    except Exception:   # noqa: BLE001 - only for the note: the input was already compressed
+        return 1
 
 
 def _decompress_file(src: str, dst: str, force: bool, options: dict | None = None):
@@ -552,7 +621,7 @@ def _decompress_file(src: str, dst: str, force: bool, options: dict | None = Non
     fmt = formats.image_format(dst)  # PNG for stdout and names without an extension
     if fmt == "VAEZ":  # known to Pillow through our own plugin, but not a decompressed image
         raise CliError(f"{dst}: decompress writes images; choose an image extension such as .png")
-    data = _read_input(src)
+    data = _read_vaez_input(src)
     formats.unpack(data)  # validate before loading the model
     image = _codec((options or {}).get("device", "cpu")).decompress(data)
     shown_src = "<stdin>" if src == STDIO else src
@@ -854,6 +923,7 @@ def _info_text(r: dict) -> str:
     shape = lambda s: "x".join(str(v) for v in s)  # noqa: E731
     sections = ", ".join(f"{tag} {n} B" for tag, n in r["sections"].items())
     rows = [
+        ("format", f".vaez version {r['version']}"),
         ("size", f"{r['width']}x{r['height']}"),
         ("mode", r["mode"]),
         ("quality", f"{r['quality']:g}"),
@@ -862,8 +932,7 @@ def _info_text(r: dict) -> str:
         ("latents", f"y {shape(r['y_shape'])}, z {shape(r['z_shape'])} (channels x h x w)"),
         ("sections", f"{sections} (payloads)"),
         ("overhead", f"header {r['header_bytes']} B, container {r['container_overhead_bytes']} B "
-                     f"(format version {r['version']}: "
-                     "section framing, END, skipped ancillary sections)"),
+                     "(section framing, END, skipped ancillary sections)"),
         ("total", f"{r['total_bytes']} bytes ({_human_size(r['total_bytes'])}), "
                   f"{r['bpp']:.4f} bpp"),
         *_metadata_text(r["metadata"]),
@@ -877,17 +946,18 @@ def cmd_info(args) -> int:
     for name in args.inputs:
         display = "<stdin>" if name == STDIO else name
         try:
-            records.append(_info_record(display, _read_input(name)))
+            records.append(_info_record(display, _read_vaez_input(name)))
         except Exception as exc:
             failed.append(display)
             _error(_describe(exc, display))
+    out = _stdout()
     if args.json:
         if records:
             payload = records[0] if len(args.inputs) == 1 else records
-            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            out.write(json.dumps(payload, indent=2) + "\n")
     else:
-        sys.stdout.write("\n\n".join(_info_text(r) for r in records) + ("\n" if records else ""))
-    sys.stdout.flush()
+        out.write("\n\n".join(_info_text(r) for r in records) + ("\n" if records else ""))
+    out.flush()
     return _exit_status(failed, len(args.inputs))
 
 
@@ -953,6 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help / --version
+            if sys.stdout is not None:
+                sys.stdout.flush()   # a full disk shows here, not silently at exit
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         if args.command is None:
             raise Usage("missing command: compress, decompress, info, inspect or bench "
@@ -970,12 +1042,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly, without a flush error at exit
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
+        _silence_stdout()
         return EXIT_FAILURE
+    except OSError as exc:   # the commands report their own files: this is stdout (info, --help)
+        _error(f"<stdout>: {_oserror_text(exc)}")
+        _silence_stdout()
+        return EXIT_FAILURE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

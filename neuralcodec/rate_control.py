@@ -77,7 +77,10 @@ def parse_size(value) -> int:
         unit = match and match.group(2).lower()
         if not match or unit not in _UNITS:
             raise ValueError(f"not a size: {value!r} (examples: 50KB, 1.5MB, 800B, 64KiB)")
-        number = int(float(match.group(1)) * _UNITS[unit])
+        amount = float(match.group(1)) * _UNITS[unit]
+        if not math.isfinite(amount):
+            raise ValueError(f"not a size: {value!r} (too large)")
+        number = int(amount)
     else:
         raise ValueError(f"not a size: {value!r}")
     if number < 1:

@@ -397,7 +397,8 @@ def test_info_counts_skipped_sections_as_container_overhead(tmp_path, capsys):
     assert info["container_overhead_bytes"] == size - header - 5 == 3 * 9 + 4 + 5
     code, out, _ = run(capsys, "info", path)
     assert code == 0 and "ZSYM 2 B, YSYM 3 B" in out
-    assert f"header {header} B, container {3 * 9 + 4 + 5} B (format version 2:" in out
+    assert f"header {header} B, container {3 * 9 + 4 + 5} B (section framing" in out
+    assert "format:   .vaez version 2" in out
 
 
 def test_info_failures_summary_and_stdin_rule(tmp_path, capsys, vaez_file):
@@ -413,6 +414,84 @@ def test_info_failures_summary_and_stdin_rule(tmp_path, capsys, vaez_file):
     code, _, err = run(capsys, "info", "-", vaez_file)
     assert code == 2
     assert_one_error_line(err, "only input")
+
+
+def test_vaez_inputs_are_checked_before_being_read_whole(tmp_path, capsys, monkeypatch):
+    """info and decompress stop at a bad magic after a few bytes (an endless /dev/zero
+    included), and read no more than a file of the header's size can hold."""
+    class Endless(io.RawIOBase):
+        def __init__(self, head=b""):
+            self.head, self.served = head, 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = len(buffer)
+            chunk = (self.head + bytes(n))[:n]
+            self.head = self.head[len(chunk):]
+            buffer[:n] = chunk
+            self.served += n
+            return n
+
+    for command in (["info", "-"], ["decompress", "-", "-o", str(tmp_path / "x.png")]):
+        zeros = Endless()
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(zeros)))
+        code, _, err = run(capsys, *command)
+        assert code == 1 and zeros.served < 1 << 20
+        assert_one_error_line(err, "bad magic")
+    head = packed()[:formats.header_size(formats.read_header(packed()))]
+    monkeypatch.setattr(cli, "_VAEZ_SLACK", 1 << 20)      # keep the test's read small
+    endless = Endless(head)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(endless)))
+    code, _, err = run(capsys, "info", "-")
+    assert code == 1 and endless.served < 3 << 20
+    assert_one_error_line(err, "longer than any 40x30 file can be")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, _, err = run(capsys, "compress", "-", "-o", str(tmp_path / "e.vaez"))
+    assert code == 1
+    assert_one_error_line(err, "<stdin>: empty input")
+    assert listing(tmp_path) == []
+
+
+def test_stdout_failures_are_one_error_line(tmp_path, capsys, monkeypatch, vaez_file):
+    class Full(io.TextIOWrapper):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    for argv in (["info", vaez_file], ["info", "--json", vaez_file], ["--version"]):
+        monkeypatch.setattr(sys, "stdout", Full(io.BytesIO()))
+        code = cli.main([str(a) for a in argv])
+        monkeypatch.undo()
+        _, err = capsys.readouterr()
+        assert code == 1, argv
+        assert_one_error_line(err, "<stdout>: no space left on device")
+    monkeypatch.setattr(sys, "stdout", None)     # started with stdout closed (`>&-`)
+    code = cli.main(["info", str(vaez_file)])
+    monkeypatch.undo()
+    assert code == 1
+    assert_one_error_line(capsys.readouterr()[1], "standard output is closed")
+
+
+def test_animated_input_keeps_its_first_frame_and_says_so(tmp_path, capsys):
+    yy, xx = np.mgrid[0:H, 0:W]
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+    frames = [Image.fromarray(np.stack([(xx * 2 + yy + c) % 256 for c in colour], -1).astype(np.uint8))
+              for colour in colours]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    code, _, err = run(capsys, "compress", tmp_path / "anim.gif", "-q", "50")
+    assert code == 0 and "(first of 3 frames" in err
+    decoded = np.asarray(neuralcodec.decompress((tmp_path / "anim.vaez").read_bytes()), dtype=np.float64)
+    with Image.open(tmp_path / "anim.gif") as gif:
+        errors = []
+        for k in range(3):
+            gif.seek(k)
+            errors.append(((np.asarray(gif.convert("RGB"), dtype=np.float64) - decoded) ** 2).mean())
+    assert errors[0] < min(errors[1:]) / 4
+    code, _, err = run(capsys, "compress", tmp_path / "anim.gif", "-o", tmp_path / "b.vaez",
+                       "--target-size", "1e400")
+    assert code == 2
+    assert_one_error_line(err, "too large")
 
 
 @pytest.mark.parametrize("exif", [b"Exif\0\0garbage", b"Exif\0\0II*\0"])

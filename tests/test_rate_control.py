@@ -34,7 +34,8 @@ def test_parse_size():
     assert parse_size("800B") == parse_size(800) == parse_size("800") == 800
     assert parse_size("64KiB") == 65_536 and parse_size("2 mib") == 2 * 1024 ** 2
     assert parse_size("3kb") == 3000
-    for bad in ("", "KB", "-5KB", "5XB", "1.5.2MB", 0, "0B", True, None, float("nan")):
+    for bad in ("", "KB", "-5KB", "5XB", "1.5.2MB", 0, "0B", True, None, float("nan"),
+                "1e400", "1e308KB", float("inf")):
         with pytest.raises(ValueError):
             parse_size(bad)
 
