@@ -535,18 +535,20 @@ def test_usage_errors(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
 
 
-def test_light_paths_do_not_import_torch(vaez_file):
+def test_light_paths_do_not_import_torch_or_numpy(vaez_file):
+    """--version, --help and info stay well inside their 0.3 s: not even NumPy loads."""
     script = (
         "import sys, cli\n"
         f"codes = [cli.main(['--version']), cli.main(['--help']), cli.main(['info', {str(vaez_file)!r}]),"
         f" cli.main(['info', '--json', {str(vaez_file)!r}]), cli.main(['compress', '--help'])]\n"
         "assert codes == [0] * 5, codes\n"
-        "heavy = [m for m in ('torch', 'neuralcodec.codec') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'neuralcodec.codec', 'numpy') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+    assert f"vaez {neuralcodec.__version__}" in proc.stdout   # read without importing it
 
 
 def test_progress_bar_only_on_a_tty(tmp_path, capsys, monkeypatch):
