@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 
 # Before NumPy or torch load (imported lazily below): keep the two libraries' thread pools
@@ -73,6 +74,11 @@ class _Parser(argparse.ArgumentParser):
         hint = f"see '{self.prog} --help'"
         raise Usage(f"{message} ({hint})")
 
+    def _print_message(self, message, file=None):
+        """As argparse's, but a failed write (--help to a full disk) is an error, not ignored."""
+        if message:
+            (file or sys.stderr).write(message)
+
 
 class _LazyVersion(argparse.Action):
     """``--version`` that reads ``neuralcodec.__version__`` only when asked (no torch)."""
@@ -96,11 +102,11 @@ def _version() -> str:
 
     try:
         origin = importlib.util.find_spec("neuralcodec").origin
-        with open(origin, encoding="utf-8") as f:
-            found = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE)
+        with open(origin, "rb") as f:
+            found = re.search(rb'^__version__ = "([0-9A-Za-z.+-]+)"\r?$', f.read(), re.MULTILINE)
         if found:
-            return found.group(1)
-    except (AttributeError, ImportError, OSError, ValueError):
+            return found.group(1).decode("ascii")
+    except (AttributeError, ImportError, OSError, TypeError, ValueError):
         pass
     from neuralcodec import __version__   # the slow way, should the file not say it plainly
 
@@ -400,40 +406,43 @@ def _read_input(name: str) -> bytes:
     return data
 
 
-# Beyond its header, a .vaez file holds the latent streams (a few bytes per pixel at the very
-# most), the alpha plane as PNG and the metadata: reading stops well before memory runs out
-# when a device or pipe never ends (`vaez info /dev/zero` fails on the magic at once).
+# A pipe or device is read only this far past a valid header: the latent streams take a few
+# bytes per pixel at the very most, the alpha plane as PNG about one, and metadata rarely
+# more than megabytes; a file on disk is read whole (its size is known).
 _VAEZ_BYTES_PER_PIXEL = 16
 _VAEZ_SLACK = 256 << 20
 
 
 def _read_vaez_input(name: str) -> bytes:
-    """A .vaez input, read header first: a wrong magic or header fails before the rest is
-    read, and the rest is capped by what the header's dimensions allow."""
+    """A .vaez input, read header first: a wrong magic or header fails after a few bytes
+    (`vaez info /dev/zero` included), and an endless pipe or device stops at a bound
+    derived from the header's dimensions."""
     import formats
 
+    shown = "<stdin>" if name == STDIO else name
     with _open_input(name) as f:
-        head = _read_up_to(f, formats.MAX_HEADER_SIZE)
+        try:
+            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+            start = f.tell() if regular else 0
+        except (OSError, ValueError, AttributeError):   # a stream without a file descriptor
+            regular = False
+        head = f.read(formats.MAX_HEADER_SIZE)   # buffered: all of it unless the input ends
         if not head:
-            raise CliError(f"{'<stdin>' if name == STDIO else name}: empty input")
+            raise CliError(f"{shown}: empty input")
         header = formats.read_header(head)
+        if regular:
+            f.seek(start)
+            return f.read()
         limit = header.width * header.height * _VAEZ_BYTES_PER_PIXEL + _VAEZ_SLACK
-        rest = _read_up_to(f, limit - len(head) + 1)
-    if len(head) + len(rest) > limit:
-        raise formats.VaezError(f"longer than any {header.width}x{header.height} file can be "
-                                f"({limit} bytes)")
-    return head + rest
-
-
-def _read_up_to(f, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        chunk = f.read(min(n - got, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+        data = bytearray(head)
+        while len(data) <= limit:
+            chunk = f.read(min(limit + 1 - len(data), 1 << 20))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    raise CliError(f"{shown}: the stream goes on past {limit} bytes, more than a "
+                   f"{header.width}x{header.height} image needs; vaez stops reading pipes and "
+                   "devices there (save it to a file to read it whole)")
 
 
 def _write_stdout(data: bytes, force: bool) -> None:
@@ -616,15 +625,19 @@ def _compress_file(src: str, dst: str, force: bool, options: dict):
     return line, {"in": size_in, "out": len(data), "pixels": h.width * h.height}
 
 
+_ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")   # not MPO: a camera JPEG's extra frames are previews
+
+
 def _frame_count(source) -> int:
-    """How many frames an animated input has (1 for still images or when it cannot tell)."""
+    """How many frames an animated GIF, PNG or WebP input has (1 for anything else)."""
     import io
 
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            return int(im.n_frames) if getattr(im, "is_animated", False) else 1
+            animated = im.format in _ANIMATED_FORMATS and getattr(im, "is_animated", False)
+            return int(im.n_frames) if animated else 1
     except Exception:   # noqa: BLE001 - only for the note: the input was already compressed
         return 1
 
@@ -844,6 +857,7 @@ def _info_record(name: str, data: bytes) -> dict:
     header, sections = formats.unpack(data)  # known sections only: ancillary ones are dropped
     total = len(data)
     payloads = {tag.strip(): len(payload) for tag, payload in sections.items()}
+    header_bytes = formats.header_size(header)
     return {
         "file": name,
         "width": header.width,
@@ -858,10 +872,10 @@ def _info_record(name: str, data: bytes) -> dict:
         "symbol_crc": f"{header.symbol_crc:08x}",
         "sections": payloads,
         "version": header.version,
-        "header_bytes": formats.header_size(header),
+        "header_bytes": header_bytes,
         # everything else: each section's length, tag and CRC, the END section, and any
         # ancillary sections this reader skipped
-        "container_overhead_bytes": total - formats.header_size(header) - sum(payloads.values()),
+        "container_overhead_bytes": total - header_bytes - sum(payloads.values()),
         "total_bytes": total,
         "bpp": 8 * total / (header.width * header.height),
         "metadata": _metadata(sections),
@@ -1024,6 +1038,8 @@ def cmd_bench(argv: list[str]) -> int:
             return exc.code or EXIT_OK
         text = str(exc.code)
         raise CliError(text[len("error: "):] if text.startswith("error: ") else text) from None
+    except OSError as exc:   # the report folder: one line naming the path
+        raise CliError(_describe(exc, "bench")) from None
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info,
@@ -1061,8 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (e.g. `| head`): stop quietly, without a flush error at exit
         _silence_stdout()
         return EXIT_FAILURE
-    except OSError as exc:   # the commands report their own files: this is stdout (info, --help)
-        _error(f"<stdout>: {_oserror_text(exc)}")
+    except OSError as exc:   # the commands report their own files: mostly stdout (info, --help)
+        _error(_describe(exc, "<stdout>"))
         _silence_stdout()
         return EXIT_FAILURE
 

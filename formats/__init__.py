@@ -1,8 +1,9 @@
 """File formats for vaez: the ``.vaez`` container and input/output image handling.
 
 The container half (`formats.vaez`) needs only the standard library; the image half
-(`formats.images`: NumPy and Pillow) loads on first use, so that `vaez info` and other
-header-only readers start in a few tens of milliseconds.
+(`formats.images`: NumPy and Pillow) loads on first use, so that `vaez info` (on files
+without an ICC profile or EXIF, whose summary needs Pillow) and other header-only readers
+start in a few tens of milliseconds.
 """
 
 from .vaez import (HEADER_SIZE, MAGIC, MAX_HEADER_SIZE, MAX_PIXELS, MAX_SIDE, VERSION, VERSIONS,
@@ -25,7 +26,9 @@ def __getattr__(name: str):
     if name in _IMAGE_NAMES:
         from . import images
 
-        return getattr(images, name)
+        value = getattr(images, name)
+        globals()[name] = value   # found directly from now on
+        return value
     raise AttributeError(f"module 'formats' has no attribute {name!r}")
 
 

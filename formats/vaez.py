@@ -7,7 +7,7 @@ a message naming the problem, before anything large is allocated.
 
 Two layouts: version 1 (a fixed 84-byte header, sections framed by a u32
 length) is read for the files written by vaez 1.0 to 1.3; version 2 (the same
-fields, variable-length integers, about 55 bytes less per file) is written.
+fields, variable-length integers, 50 bytes less for a Kodak photo) is written.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 __all__ = [
-    "MAGIC", "VERSION", "VERSIONS", "HEADER_SIZE", "MAX_HEADER_SIZE", "MAX_SIDE", "MAX_PIXELS", "MAX_LATENT_CHANNELS",
+    "MAGIC", "VERSION", "VERSIONS", "HEADER_SIZE", "MAX_HEADER_SIZE", "MAX_SIDE", "MAX_PIXELS",
+    "MAX_LATENT_CHANNELS",
     "MAX_MODEL_ID_BYTES", "MODES", "CODERS", "KNOWN_SECTIONS", "SECTION_ORDER",
     "VaezError", "VaezHeader", "pack", "unpack", "read_header", "header_size", "read_section",
 ]
@@ -70,7 +71,7 @@ class VaezError(ValueError):
 
 @dataclass(frozen=True)
 class VaezHeader:
-    """Everything in the fixed header of a .vaez file."""
+    """Everything in the header of a .vaez file (the same fields in either version)."""
 
     width: int
     height: int
@@ -422,7 +423,7 @@ def unpack(data: bytes) -> tuple[VaezHeader, dict[str, bytes]]:
             raise VaezError(f"duplicate section {tag}")
         seen.add(tag)
         if tag == END_TAG:
-            if len(payload):
+            if len(payload):   # version 1 only: version 2's END has no length to be wrong
                 raise VaezError(f"END section must be empty, has {len(payload)} bytes")
             break
         if tag in KNOWN_SECTIONS:
@@ -440,8 +441,9 @@ def unpack(data: bytes) -> tuple[VaezHeader, dict[str, bytes]]:
 def read_header(source: bytes | str | os.PathLike | BinaryIO) -> VaezHeader:
     """Read and validate only the header from bytes, a path or a binary file.
 
-    A file object is read from its current position and, when it can seek, left just
-    after the header.  OSError from opening a path propagates unchanged; malformed
+    A file object is read from its current position: up to `MAX_HEADER_SIZE` bytes are
+    read, and a seekable one is then put back just after the header (a stream that cannot
+    seek is left up to that many bytes further on, inside the first section).  OSError from opening a path propagates unchanged; malformed
     content raises VaezError.
     """
     if isinstance(source, (bytes, bytearray)):

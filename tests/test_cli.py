@@ -446,7 +446,7 @@ def test_vaez_inputs_are_checked_before_being_read_whole(tmp_path, capsys, monke
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(endless)))
     code, _, err = run(capsys, "info", "-")
     assert code == 1 and endless.served < 3 << 20
-    assert_one_error_line(err, "longer than any 40x30 file can be")
+    assert_one_error_line(err, "goes on past", "more than a 40x30 image needs")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     code, _, err = run(capsys, "compress", "-", "-o", str(tmp_path / "e.vaez"))
     assert code == 1
@@ -459,7 +459,7 @@ def test_stdout_failures_are_one_error_line(tmp_path, capsys, monkeypatch, vaez_
         def flush(self):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    for argv in (["info", vaez_file], ["info", "--json", vaez_file], ["--version"]):
+    for argv in (["info", vaez_file], ["info", "--json", vaez_file], ["--version"], ["--help"]):
         monkeypatch.setattr(sys, "stdout", Full(io.BytesIO()))
         code = cli.main([str(a) for a in argv])
         monkeypatch.undo()
@@ -488,10 +488,46 @@ def test_animated_input_keeps_its_first_frame_and_says_so(tmp_path, capsys):
             gif.seek(k)
             errors.append(((np.asarray(gif.convert("RGB"), dtype=np.float64) - decoded) ** 2).mean())
     assert errors[0] < min(errors[1:]) / 4
-    code, _, err = run(capsys, "compress", tmp_path / "anim.gif", "-o", tmp_path / "b.vaez",
-                       "--target-size", "1e400")
+    still = tmp_path / "still.png"
+    frames[1].save(still)
+    code, _, err = run(capsys, "compress", still)
+    assert code == 0 and "frames" not in err
+
+
+def test_huge_target_size_is_a_usage_error(tmp_path, capsys):
+    make_image(tmp_path / "a.png")
+    code, _, err = run(capsys, "compress", tmp_path / "a.png", "--target-size", "1e400")
     assert code == 2
     assert_one_error_line(err, "too large")
+    assert listing(tmp_path) == ["a.png"]
+
+
+def test_cut_files_are_one_error_line(tmp_path, capsys, vaez_file):
+    """A file cut anywhere (just the header, part of it, part of a stream) is refused with
+    one line by info and decompress, and decompress writes nothing."""
+    data = vaez_file.read_bytes()
+    header = formats.header_size(formats.read_header(data))
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    for keep in (5, header - 1, header, header + 3, len(data) - 1):
+        cut = folder / "cut.vaez"
+        cut.write_bytes(data[:keep])
+        for argv in (["info", cut], ["decompress", cut, "-o", folder / "out.png"]):
+            code, _, err = run(capsys, *argv)
+            assert code == 1, (keep, argv)
+            assert_one_error_line(err, "cut.vaez")
+        assert listing(folder) == ["cut.vaez"]
+
+
+def test_version_is_read_from_the_source_and_falls_back_to_importing(monkeypatch, tmp_path):
+    assert cli._version() == neuralcodec.__version__
+    odd = tmp_path / "__init__.py"
+    odd.write_bytes(b"\xff\xfe not the version line\n")
+    import importlib.util
+
+    spec = importlib.util.find_spec("neuralcodec")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: type(spec)(name, None, origin=str(odd)))
+    assert cli._version() == neuralcodec.__version__   # the slow way: importing it
 
 
 @pytest.mark.parametrize("exif", [b"Exif\0\0garbage", b"Exif\0\0II*\0"])
