@@ -459,8 +459,9 @@ def _require_single_stdin(inputs: list[str]) -> None:
         raise Usage("'-' (stdin) can only be used as the only input")
 
 
-def _plan_outputs(inputs: list[str], output: str | None, suffix: str) -> list[str]:
-    """The output path for every input (STDIO for stdout); raises Usage for bad combinations."""
+def _plan_outputs(inputs: list[str], output: str | None, suffix: str):
+    """(The output path for every input (STDIO for stdout), the output directory this call
+    created or None); raises Usage for bad combinations."""
     _require_single_stdin(inputs)
     if output == STDIO and len(inputs) > 1:
         raise Usage("-o - (stdout) needs exactly one input")
@@ -477,12 +478,14 @@ def _plan_outputs(inputs: list[str], output: str | None, suffix: str) -> list[st
             plan.append(os.path.join(output, stem + suffix))
         else:
             plan.append(output)
+    created = None
     if as_dir and not os.path.isdir(output):
         try:
-            os.makedirs(output, exist_ok=True)
+            os.makedirs(output, exist_ok=True)   # up front: an unusable place fails at once
         except OSError as exc:
             raise CliError(f"cannot create output directory {output}: {_oserror_text(exc)}") from None
-    return plan
+        created = output
+    return plan, created
 
 
 def _check_output(src: str, dst: str, force: bool, written: dict[str, str]) -> None:
@@ -516,7 +519,7 @@ def _codec(device: str = "cpu"):
 def _run_each(args, work) -> int:
     """Run ``work(src, dst, reporter)`` for every input, collecting failures."""
     suffix = VAEZ_SUFFIX if args.command == "compress" else ".png"
-    plan = _plan_outputs(args.inputs, args.output, suffix)
+    plan, created = _plan_outputs(args.inputs, args.output, suffix)
     reporter = Reporter(len(args.inputs), args.quiet)
     failed: list[str] = []
     written: dict[str, str] = {}
@@ -543,6 +546,9 @@ def _run_each(args, work) -> int:
         reporter.progress(len(plan), "")
     finally:
         reporter.finish()
+        if created and not written:   # nothing went into the directory made for this run
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
     return _exit_status(failed, len(args.inputs))
 
 

@@ -494,6 +494,17 @@ def test_animated_input_keeps_its_first_frame_and_says_so(tmp_path, capsys):
     assert code == 0 and "frames" not in err
 
 
+def test_failed_run_leaves_no_new_output_directory(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    code, _, err = run(capsys, "compress", bad, "-o", str(tmp_path / "new") + os.sep)
+    assert code == 1 and "bad.png" in err
+    assert listing(tmp_path) == ["bad.png"]          # the directory made for the run is gone
+    make_image(tmp_path / "ok.png")
+    code, _, _ = run(capsys, "compress", bad, tmp_path / "ok.png", "-o", tmp_path / "new")
+    assert code == 1 and listing(tmp_path / "new") == ["ok.vaez"]   # kept: it holds a file
+
+
 def test_huge_target_size_is_a_usage_error(tmp_path, capsys):
     make_image(tmp_path / "a.png")
     code, _, err = run(capsys, "compress", tmp_path / "a.png", "--target-size", "1e400")
