@@ -802,10 +802,17 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
             reporter.line(line)
         show(os.path.basename(src))
 
+    made: list[str] = []   # folders this run created, parents first
+
     def prepare(dst):
         folder = os.path.dirname(dst)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
+        missing = []
+        while folder and not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        if missing:
+            os.makedirs(missing[0], exist_ok=True)
+            made.extend(reversed(missing))
 
     try:
         if args.jobs == 1 or len(tasks) < 2:
@@ -844,6 +851,9 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
                     raise
     finally:
         reporter.finish()
+        for folder in reversed(made):   # deepest first: those that failed files left empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
     summary = f"{totals['done']} {verb}, {skipped} skipped (up to date), {len(failed)} failed"
     if totals["done"]:
         summary += (f"; {_human_size(totals['in'])} in, {_human_size(totals['out'])} out")

@@ -55,6 +55,20 @@ def test_compress_tree_keeps_going_and_skips_up_to_date(tmp_path, capsys):
     assert (out / "sub/deeper/b.vaez").stat().st_mtime_ns > stamps["sub/deeper/b.vaez"]
 
 
+def test_a_tree_of_failures_leaves_no_empty_folders(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "only" / "bad").mkdir(parents=True)
+    (src / "only" / "bad" / "x.png").write_bytes(b"not an image")
+    Image.fromarray(natural_image(24, 32, 3, seed=5)).save(src / "good.png")
+    code, _, err = run(capsys, "compress", src, "-o", out, "--jobs", "1")
+    assert code == 1 and "x.png" in err
+    dirs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_dir())
+    assert files(out) == ["good.vaez"] and dirs == []    # "only/bad" was made, then removed
+    (src / "good.png").unlink()
+    code, _, _ = run(capsys, "compress", src, "-o", tmp_path / "none")
+    assert code == 1 and not (tmp_path / "none").exists()
+
+
 def test_decompress_tree(tmp_path, capsys):
     src, packed, back = tmp_path / "src", tmp_path / "packed", tmp_path / "back"
     make_tree(src)
