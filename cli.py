@@ -650,8 +650,11 @@ def _frame_count(source) -> int:
 
 def _decompress_file(src: str, dst: str, force: bool, options: dict | None = None):
     """Decompress one input; returns (the line to print, byte counts) like ``_compress_file``."""
-    import io
+    return _store_decoded(_decode_file(src, dst, options), src, dst, force)
 
+
+def _decode_file(src: str, dst: str, options: dict | None = None):
+    """The first half of `_decompress_file`: (decoded PIL image, output format, input bytes)."""
     import formats
 
     fmt = formats.image_format(dst)  # PNG for stdout and names without an extension
@@ -659,7 +662,17 @@ def _decompress_file(src: str, dst: str, force: bool, options: dict | None = Non
         raise CliError(f"{dst}: decompress writes images; choose an image extension such as .png")
     data = _read_vaez_input(src)
     formats.unpack(data)  # validate before loading the model
-    image = _codec((options or {}).get("device", "cpu")).decompress(data)
+    return _codec((options or {}).get("device", "cpu")).decompress(data), fmt, len(data)
+
+
+def _store_decoded(decoded, src: str, dst: str, force: bool):
+    """The second half: encode the image (PNG and the like: one core, outside the GIL in
+    Pillow) and write it atomically; returns (line, byte counts)."""
+    import io
+
+    import formats
+
+    image, fmt, size_in = decoded
     shown_src = "<stdin>" if src == STDIO else src
     # encode_image reports anything Pillow cannot store (a bad EXIF payload included)
     # as one ImageError line
@@ -673,7 +686,7 @@ def _decompress_file(src: str, dst: str, force: bool, options: dict | None = Non
         _write_file(dst, lambda f: f.write(encoded), force)
         shown_dst = dst
     line = f"{shown_src} -> {shown_dst}  {image.width}x{image.height} {image.mode}  ({fmt})"
-    return line, {"in": len(data), "out": len(encoded), "pixels": image.width * image.height}
+    return line, {"in": size_in, "out": len(encoded), "pixels": image.width * image.height}
 
 
 def cmd_compress(args) -> int:
@@ -685,7 +698,8 @@ def cmd_compress(args) -> int:
 
 def cmd_decompress(args) -> int:
     if any(name != STDIO and os.path.isdir(name) for name in args.inputs):
-        return _run_tree(args, _decompress_file, {"device": args.device}, (VAEZ_SUFFIX,), ".png")
+        return _run_tree(args, _decompress_file, {"device": args.device}, (VAEZ_SUFFIX,), ".png",
+                         halves=(_decode_file, _store_decoded))
     return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force,
                                                                      {"device": args.device}))
 
@@ -742,10 +756,14 @@ def _one_thread_per_worker():
                 os.environ[name] = value
 
 
-def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
+def _run_tree(args, worker, options, suffixes, new_suffix: str, halves=None) -> int:
     """Mirror the folder ``args.inputs[0]`` into ``args.output``: run ``worker`` on every
     matching file whose output is missing or older than it (all of them with ``--force``),
-    keep going past failures, show one progress bar and a summary."""
+    keep going past failures, show one progress bar and a summary.
+
+    ``halves``: ``worker`` split in two, ``(first(src, dst, options), second(result, src,
+    dst, force))``; in one process, file k's second half (decompress: the PNG encode and
+    write, single-threaded) then runs in a thread beside file k+1's first half."""
     if len(args.inputs) != 1:
         raise Usage("a folder input must be the only input")
     root = args.inputs[0]
@@ -815,7 +833,9 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
             made.extend(reversed(missing))
 
     try:
-        if args.jobs == 1 or len(tasks) < 2:
+        if (args.jobs == 1 or len(tasks) < 2) and halves is not None and len(tasks) > 1:
+            _run_pipelined(tasks, halves, options, prepare, show, record)
+        elif args.jobs == 1 or len(tasks) < 2:
             for src, dst in tasks:
                 show(os.path.basename(src))
                 try:
@@ -865,6 +885,44 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str) -> int:
         summary = f"no {kinds} found under {root}"
     reporter.line(summary)
     return _exit_status(failed, len(plan) + len(problems))
+
+
+def _run_pipelined(tasks, halves, options, prepare, show, record) -> None:
+    """One file after another, each file's second half in a helper thread while the next
+    file's first half runs; outcomes are recorded in the files' order."""
+    import concurrent.futures as cf
+
+    first, second = halves
+    pending = None   # (src, future) of the previous file's second half
+
+    def settle():
+        nonlocal pending
+        if pending is not None:
+            src, future = pending
+            pending = None
+            try:
+                record(src, future.result())
+            except Exception as exc:  # noqa: BLE001 - reported as one line, batch goes on
+                record(src, exc)
+
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="vaez-store") as pool:
+        try:
+            for src, dst in tasks:
+                show(os.path.basename(src))
+                try:
+                    prepare(dst)
+                    result = first(src, dst, options)
+                except Exception as exc:  # noqa: BLE001
+                    settle()
+                    record(src, exc)
+                    continue
+                settle()
+                pending = (src, pool.submit(second, result, src, dst, True))
+            settle()
+        except BaseException:
+            if pending is not None:      # let a write in flight finish (it is atomic anyway)
+                pending[1].cancel()
+            raise
 
 
 def _info_record(name: str, data: bytes) -> dict:

@@ -84,6 +84,39 @@ def test_decompress_tree(tmp_path, capsys):
     assert "0 decompressed, 2 skipped" in err
 
 
+def test_decompress_tree_overlaps_writes_and_reports_in_order(tmp_path, capsys, monkeypatch):
+    """One process: file k's PNG is written in a helper thread while file k+1 decodes. The
+    lines still come in the files' order, a failure in either half is one line for its own
+    file, and every other file is written, with the pixels of a one-at-a-time decode."""
+    import numpy as np
+
+    import neuralcodec
+
+    packed, back = tmp_path / "packed", tmp_path / "back"
+    packed.mkdir()
+    for i in range(4):
+        (packed / f"{i}.vaez").write_bytes(neuralcodec.compress(natural_image(24, 32, 3, seed=i)))
+    (packed / "1.vaez").write_bytes(b"\x89VAEZ\r\n\x1a garbage")       # fails in the first half
+    real = cli._store_decoded
+
+    def store(decoded, src, dst, force):                                    # ... and 2 in the second
+        if src.endswith("2.vaez"):
+            raise OSError(28, "No space left on device", dst)
+        return real(decoded, src, dst, force)
+
+    monkeypatch.setattr(cli, "_store_decoded", store)
+    monkeypatch.setattr(cli, "_isatty", lambda stream: False)
+    code, _, err = run(capsys, "decompress", packed, "-o", back)
+    assert code == 1 and files(back) == ["0.png", "3.png"]
+    lines = [line for line in err.splitlines() if ".vaez" in line]
+    assert [line.split(".vaez")[0][-1] for line in lines[:4]] == ["0", "1", "2", "3"]
+    assert "unsupported version" in lines[1] and "no space left" in lines[2]
+    for i in (0, 3):
+        with Image.open(back / f"{i}.png") as im:
+            expected = neuralcodec.decompress((packed / f"{i}.vaez").read_bytes())
+            assert np.array_equal(np.asarray(im), np.asarray(expected))
+
+
 def test_folder_usage_errors(tmp_path, capsys):
     src = tmp_path / "src"
     make_tree(src)
