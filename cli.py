@@ -516,35 +516,63 @@ def _codec(device: str = "cpu"):
 
 # ---------------------------------------------------------------------------- commands
 
-def _run_each(args, work) -> int:
-    """Run ``work(src, dst, reporter)`` for every input, collecting failures."""
+def _run_each(args, work, halves=None) -> int:
+    """Run ``work(src, dst, force)`` for every input, collecting failures. ``halves``:
+    ``work`` split as ``(first(src, dst), second(result, src, dst, force))``, so that with
+    several files one file's second half runs beside the next one's first (`_Pipeline`)."""
     suffix = VAEZ_SUFFIX if args.command == "compress" else ".png"
     plan, created = _plan_outputs(args.inputs, args.output, suffix)
     reporter = Reporter(len(args.inputs), args.quiet)
     failed: list[str] = []
     written: dict[str, str] = {}
+
+    def record(key, outcome) -> None:
+        display, dst = key
+        if isinstance(outcome, BrokenPipeError):
+            raise outcome  # the reader of stdout is gone: stop (handled in main)
+        if isinstance(outcome, Exception):
+            failed.append(display)
+            reporter.error(_describe(outcome, display))
+            return
+        if dst != STDIO:
+            written[os.path.abspath(dst)] = display
+        reporter.line(outcome[0])
+
+    pipeline = _Pipeline(record) if halves and len(plan) > 1 and STDIO not in plan else None
     try:
         for done, (src, dst) in enumerate(zip(args.inputs, plan)):
             display = "<stdin>" if src == STDIO else src
             reporter.progress(done, display)
+            if pipeline and pipeline.pending and pipeline.pending[0][1] == dst:
+                pipeline.settle()   # the same output twice: the first must count as written
             try:
                 if src != STDIO and not os.path.lexists(src):
                     raise CliError(f"{src}: no such file")
                 if src != STDIO and os.path.isdir(src):
                     raise CliError(f"{src}: is a directory, not a file")
                 _check_output(src, dst, args.force, written)
-                line, _ = work(src, dst, args.force)
+                if pipeline:
+                    result = halves[0](src, dst)
+                else:
+                    outcome = work(src, dst, args.force)
             except BrokenPipeError:
-                raise  # the reader of stdout is gone: stop (handled in main)
+                raise
             except Exception as exc:  # noqa: BLE001 - reported as one line, never a traceback
-                failed.append(display)
-                reporter.error(_describe(exc, display))
+                if pipeline:
+                    pipeline.fail((display, dst), exc)
+                else:
+                    record((display, dst), exc)
                 continue
-            if dst != STDIO:
-                written[os.path.abspath(dst)] = display
-            reporter.line(line)
+            if pipeline:
+                pipeline.submit((display, dst), halves[1], result, src, dst, args.force)
+            else:
+                record((display, dst), outcome)
+        if pipeline:
+            pipeline.settle()
         reporter.progress(len(plan), "")
     finally:
+        if pipeline:
+            pipeline.close()
         reporter.finish()
         if created and not written:   # nothing went into the directory made for this run
             with contextlib.suppress(OSError):
@@ -700,8 +728,11 @@ def cmd_decompress(args) -> int:
     if any(name != STDIO and os.path.isdir(name) for name in args.inputs):
         return _run_tree(args, _decompress_file, {"device": args.device}, (VAEZ_SUFFIX,), ".png",
                          halves=(_decode_file, _store_decoded))
-    return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force,
-                                                                     {"device": args.device}))
+    options = {"device": args.device}
+    return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force, options),
+                     halves=(lambda src, dst: _decode_file(src, dst, options),
+                             lambda decoded, src, dst, force: _store_decoded(decoded, src, dst,
+                                                                             force)))
 
 
 # ---------------------------------------------------------------------------- folder trees
@@ -887,42 +918,60 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str, halves=None) -> 
     return _exit_status(failed, len(plan) + len(problems))
 
 
+class _Pipeline:
+    """Second halves of files (decompress: the PNG encode and write) in one helper thread,
+    while the caller runs the next file's first half; each outcome (the result or the
+    exception) goes to ``record(key, outcome)`` in the order the files were handed in."""
+
+    def __init__(self, record):
+        import concurrent.futures as cf
+
+        self.record = record
+        self.pending = None   # (key, future) of the file in flight
+        self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="vaez-store")
+
+    def submit(self, key, fn, *args) -> None:
+        self.settle()
+        self.pending = (key, self.pool.submit(fn, *args))
+
+    def fail(self, key, exc: BaseException) -> None:
+        """A file that failed before its second half: recorded after the one in flight."""
+        self.settle()
+        self.record(key, exc)
+
+    def settle(self) -> None:
+        if self.pending is not None:
+            key, future = self.pending
+            self.pending = None
+            try:
+                outcome = future.result()
+            except Exception as exc:  # noqa: BLE001 - reported as one line, batch goes on
+                outcome = exc
+            self.record(key, outcome)
+
+    def close(self) -> None:
+        """Waits for the file in flight (its write is atomic either way); not recorded."""
+        self.pool.shutdown(wait=True)
+
+
 def _run_pipelined(tasks, halves, options, prepare, show, record) -> None:
     """One file after another, each file's second half in a helper thread while the next
     file's first half runs; outcomes are recorded in the files' order."""
-    import concurrent.futures as cf
-
     first, second = halves
-    pending = None   # (src, future) of the previous file's second half
-
-    def settle():
-        nonlocal pending
-        if pending is not None:
-            src, future = pending
-            pending = None
+    pipeline = _Pipeline(record)
+    try:
+        for src, dst in tasks:
+            show(os.path.basename(src))
             try:
-                record(src, future.result())
-            except Exception as exc:  # noqa: BLE001 - reported as one line, batch goes on
-                record(src, exc)
-
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="vaez-store") as pool:
-        try:
-            for src, dst in tasks:
-                show(os.path.basename(src))
-                try:
-                    prepare(dst)
-                    result = first(src, dst, options)
-                except Exception as exc:  # noqa: BLE001
-                    settle()
-                    record(src, exc)
-                    continue
-                settle()
-                pending = (src, pool.submit(second, result, src, dst, True))
-            settle()
-        except BaseException:
-            if pending is not None:      # let a write in flight finish (it is atomic anyway)
-                pending[1].cancel()
-            raise
+                prepare(dst)
+                result = first(src, dst, options)
+            except Exception as exc:  # noqa: BLE001
+                pipeline.fail(src, exc)
+                continue
+            pipeline.submit(src, second, result, src, dst, True)
+        pipeline.settle()
+    finally:
+        pipeline.close()
 
 
 def _info_record(name: str, data: bytes) -> dict:

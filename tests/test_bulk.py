@@ -117,6 +117,30 @@ def test_decompress_tree_overlaps_writes_and_reports_in_order(tmp_path, capsys, 
             assert np.array_equal(np.asarray(im), np.asarray(expected))
 
 
+def test_several_files_overlap_writes_and_keep_the_checks(tmp_path, capsys, monkeypatch):
+    """An explicit list of files runs the same overlap: lines in order, each failure one
+    line, and two inputs with the same output name are still caught (the second is refused
+    once the first is written)."""
+    import neuralcodec
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    names = []
+    for i, folder in enumerate(("a", "a", "b", "a")):
+        path = tmp_path / folder / (f"{i}.vaez" if i != 2 else "0.vaez")   # b/0 clashes with a/0
+        path.write_bytes(neuralcodec.compress(natural_image(24, 32, 3, seed=i)))
+        names.append(path)
+    names[1].write_bytes(b"not a vaez file")
+    monkeypatch.setattr(cli, "_isatty", lambda stream: False)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "decompress", *names, "-o", out)
+    assert code == 1 and files(out) == ["0.png", "3.png"]
+    lines = [line for line in err.splitlines() if ".vaez" in line and "files failed" not in line]
+    assert len(lines) == 4
+    assert " -> " in lines[0] and "bad magic" in lines[1] and " -> " in lines[3]
+    assert "already written from" in lines[2] and "a/0.vaez" in lines[2]
+
+
 def test_folder_usage_errors(tmp_path, capsys):
     src = tmp_path / "src"
     make_tree(src)
