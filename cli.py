@@ -543,7 +543,8 @@ def _run_each(args, work, halves=None) -> int:
         for done, (src, dst) in enumerate(zip(args.inputs, plan)):
             display = "<stdin>" if src == STDIO else src
             reporter.progress(done, display)
-            if pipeline and pipeline.pending and pipeline.pending[0][1] == dst:
+            if (pipeline and pipeline.pending
+                    and os.path.abspath(pipeline.pending[0][1]) == os.path.abspath(dst)):
                 pipeline.settle()   # the same output twice: the first must count as written
             try:
                 if src != STDIO and not os.path.lexists(src):
@@ -565,6 +566,7 @@ def _run_each(args, work, halves=None) -> int:
                 continue
             if pipeline:
                 pipeline.submit((display, dst), halves[1], result, src, dst, args.force)
+                del result   # the helper holds it only as long as its write takes
             else:
                 record((display, dst), outcome)
         if pipeline:
@@ -950,7 +952,19 @@ class _Pipeline:
             self.record(key, outcome)
 
     def close(self) -> None:
-        """Waits for the file in flight (its write is atomic either way); not recorded."""
+        """Waits for the file in flight, also through further Ctrl-Cs (so that its atomic
+        write finishes or cleans up after itself), and reports it if it was not yet."""
+        import concurrent.futures as cf
+
+        while self.pending is not None and not self.pending[1].done():
+            try:
+                # on the future, not the thread: an interrupted thread join can take the
+                # thread for finished (Python 3.11) and let the process exit mid-write
+                cf.wait([self.pending[1]])
+            except KeyboardInterrupt:
+                pass
+        with contextlib.suppress(Exception):   # on the way out of an interrupted run
+            self.settle()
         self.pool.shutdown(wait=True)
 
 
@@ -969,6 +983,7 @@ def _run_pipelined(tasks, halves, options, prepare, show, record) -> None:
                 pipeline.fail(src, exc)
                 continue
             pipeline.submit(src, second, result, src, dst, True)
+            del result
         pipeline.settle()
     finally:
         pipeline.close()

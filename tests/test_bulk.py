@@ -139,6 +139,10 @@ def test_several_files_overlap_writes_and_keep_the_checks(tmp_path, capsys, monk
     assert len(lines) == 4
     assert " -> " in lines[0] and "bad magic" in lines[1] and " -> " in lines[3]
     assert "already written from" in lines[2] and "a/0.vaez" in lines[2]
+    # the same file twice, spelled two ways: the second is refused even with --force
+    monkeypatch.chdir(tmp_path / "a")
+    code, _, err = run(capsys, "decompress", "0.vaez", "./0.vaez", "-o", out, "--force")
+    assert code == 1 and "already written from 0.vaez" in err
 
 
 def test_folder_usage_errors(tmp_path, capsys):
