@@ -732,9 +732,7 @@ def cmd_decompress(args) -> int:
                          halves=(_decode_file, _store_decoded))
     options = {"device": args.device}
     return _run_each(args, lambda src, dst, force: _decompress_file(src, dst, force, options),
-                     halves=(lambda src, dst: _decode_file(src, dst, options),
-                             lambda decoded, src, dst, force: _store_decoded(decoded, src, dst,
-                                                                             force)))
+                     halves=(lambda src, dst: _decode_file(src, dst, options), _store_decoded))
 
 
 # ---------------------------------------------------------------------------- folder trees
@@ -866,7 +864,7 @@ def _run_tree(args, worker, options, suffixes, new_suffix: str, halves=None) -> 
             made.extend(reversed(missing))
 
     try:
-        if (args.jobs == 1 or len(tasks) < 2) and halves is not None and len(tasks) > 1:
+        if args.jobs == 1 and halves is not None and len(tasks) > 1:
             _run_pipelined(tasks, halves, options, prepare, show, record)
         elif args.jobs == 1 or len(tasks) < 2:
             for src, dst in tasks:

@@ -54,7 +54,6 @@ _HEADER = struct.Struct("<8sBBBBIIHH32s8s3H3HI")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size + _CRC.size  # 84: version 1's fixed header
 _SECTION_HEAD = struct.Struct("<I4s")  # version 1: payload length, tag
-_SECTION_OVERHEAD = _SECTION_HEAD.size + _CRC.size  # 12
 # version 2: magic, version, mode | coder << 2, then varints and fixed fields (see VAEZ.md)
 _FIXED_V2 = struct.Struct("<8sBB")
 _MAX_VARINT_BYTES = 5  # a u32
@@ -370,33 +369,43 @@ def _parse_header(data) -> tuple[VaezHeader, int]:
     return header, size
 
 
-def _next_section(view, pos: int, version: int) -> tuple[str, memoryview, int]:
-    """The section at ``pos``: (tag, payload, position after it), its framing and CRC checked."""
+def _section_frame(view, pos: int, version: int) -> tuple[bytes, int | None, int]:
+    """The framing of the section at ``pos``: (raw tag, payload length, payload start); the
+    length is None for version 2's bare END tag. Raises VaezError when the tag or length is
+    cut off or malformed (the payload and CRC are not looked at)."""
     end = len(view)
+    head = _SECTION_HEAD.size if version == 1 else 4
+    if end - pos < head:
+        what = "missing END section" if pos == end else "section header cut off"
+        raise VaezError(f"truncated at byte {end}: {what}")
     if version == 1:
-        if end - pos < _SECTION_OVERHEAD:
-            what = "missing END section" if pos == end else "section header cut off"
-            raise VaezError(f"truncated at byte {end}: {what}")
         length, raw_tag = _SECTION_HEAD.unpack_from(view, pos)
-        start = pos + _SECTION_HEAD.size
+        start = pos + head
     else:
-        if end - pos < 4:
-            what = "missing END section" if pos == end else "section tag cut off"
-            raise VaezError(f"truncated at byte {end}: {what}")
         raw_tag = bytes(view[pos:pos + 4])
     problem = _tag_problem(raw_tag)
     if problem:
         raise VaezError(f"{problem} at byte {pos}")
-    tag = raw_tag.decode("ascii")
     if version == 2:
-        if tag == END_TAG:
-            return tag, view[pos + 4:pos + 4], pos + 4
+        if raw_tag == END_TAG.encode("ascii"):
+            return raw_tag, None, pos + 4
+        tag = raw_tag.decode("ascii")
         cur = _Cursor(view, pos + 4, f"section {tag}")
         length = cur.varint(0xFFFFFFFF, f"length of section {tag}")
         start = cur.pos
-    if length > end - start - _CRC.size:
+    return raw_tag, length, start
+
+
+def _next_section(view, pos: int, version: int) -> tuple[str, memoryview, int]:
+    """The section at ``pos``: (tag, payload, position after it), its framing and CRC checked."""
+    raw_tag, length, start = _section_frame(view, pos, version)
+    tag = raw_tag.decode("ascii")
+    if length is None:   # version 2's END
+        return tag, view[start:start], start
+    remain = len(view) - start - _CRC.size
+    if length > remain:
         raise VaezError(f"truncated: section {tag} declares {length} bytes "
-                        f"but only {max(end - start - _CRC.size, 0)} remain")
+                        f"but only {max(remain, 0)} remain")
     payload = view[start:start + length]
     (stored_crc,) = _CRC.unpack_from(view, start + length)
     if zlib.crc32(payload, zlib.crc32(raw_tag)) != stored_crc:
@@ -474,31 +483,19 @@ def read_section(f: BinaryIO, version: int, tags, limit: int) -> tuple[str, byte
     Reads the tag and length first, and the payload only when it is wanted and present."""
     start = f.tell()
     head = _read_up_to(f, 4 + (4 if version == 1 else _MAX_VARINT_BYTES))
-    if version == 1:
-        raw_tag, length_bytes = head[4:8], head[:4]
-    else:
-        raw_tag, length_bytes = head[:4], None
     found = None
-    if len(raw_tag) == 4 and not _tag_problem(raw_tag) and raw_tag.decode("ascii") in tags:
-        tag = raw_tag.decode("ascii")
-        try:
-            if version == 1:
-                (length,) = struct.unpack("<I", length_bytes)
-                skip = _SECTION_HEAD.size
-            else:
-                cur = _Cursor(head, 4, "section")
-                length = cur.varint(limit, "length")
-                skip = cur.pos
-        except (struct.error, VaezError):
-            length = None
-        if length is not None and length <= limit:
-            size = f.seek(0, os.SEEK_END)
-            if length + _CRC.size <= size - start - skip:   # never read past the file's end
-                f.seek(start + skip)
-                body = _read_up_to(f, length + _CRC.size)
-                payload, (crc,) = body[:length], _CRC.unpack(body[length:])
-                if zlib.crc32(payload, zlib.crc32(raw_tag)) == crc:
-                    found = (tag, payload)
+    try:
+        raw_tag, length, skip = _section_frame(head, 0, version)
+    except VaezError:
+        length = None
+    if length is not None and length <= limit and raw_tag.decode("ascii") in tags:
+        size = f.seek(0, os.SEEK_END)
+        if length + _CRC.size <= size - start - skip:   # never read past the file's end
+            f.seek(start + skip)
+            body = _read_up_to(f, length + _CRC.size)
+            payload, (crc,) = body[:length], _CRC.unpack(body[length:])
+            if zlib.crc32(payload, zlib.crc32(raw_tag)) == crc:
+                found = (raw_tag.decode("ascii"), payload)
     if found is None:
         f.seek(start)
     return found
