@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  vaez compress - -o - < photo.png > photo.vaez\n"
                "  vaez compress --target-size 50KB photo.png   (never larger; within 5% below)\n"
                "  vaez compress --target-psnr 36 photo.png     (fewest bytes with PSNR >= 36 dB)\n"
-               "  vaez compress -e 1 photo.png                 (slower encoder, smaller file)\n"
+               "  vaez compress -e 2 photo.png                 (slower encoder, smaller file)\n"
                "  vaez compress --strip photo.jpg              (drop ICC profile and EXIF)\n"
                "  vaez compress photos/ -o packed/ --jobs 2    (mirror a folder tree)\n"
                "\n"

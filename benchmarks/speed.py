@@ -15,7 +15,7 @@ regressions are measured rather than guessed.
   container parse ``formats.unpack(data)`` (which ``decompress`` runs before its
   first timed stage, so it is part of "other") and the PNG write
   ``formats.encode_image(image, "PNG", buf)`` into memory (what ``vaez
-  decompress`` does after decoding: Pillow's default PNG settings).
+  decompress`` does after decoding, with its PNG settings: zlib's run-length strategy).
 * Arithmetic: multiply-accumulates of every Conv2d in the analysis, the
   hyper-analysis, the hyper-synthesis and the synthesis, counted with forward
   hooks on a float run of ``default_codec().net`` at the padded image size and
