@@ -38,6 +38,7 @@ from . import workers
 from .efforts import DEFAULT_EFFORT, check_effort
 from .entropy import coders
 from .model.constants import BLOCK, LEVELS, PAD_MULTIPLE, level_from_quality
+from .model.integer_slices import IntegerSlices
 from .model.integer_context import (IntegerContext, checkerboard_half, non_anchor_mask,
                                     set_checkerboard_half)
 from .model.fixed_point import clamp
@@ -133,6 +134,8 @@ class Codec:
         try:
             self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
             self.context = IntegerContext(self.weights.context) if self.weights.context else None
+            self.slices = (IntegerSlices(self.weights.slices, config["latent_channels"])
+                           if self.weights.slices and self.context else None)
             self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
             self.postfilter = (NumpyPostFilter(self.weights.float_params)
                                if config.get("postfilter_channels") else None)
@@ -419,9 +422,7 @@ class Codec:
         sections = {"ZSYM": z_stream}
         if self.context:
             for name, second in (("YSYM", False), ("YSYN", True)):
-                sections[name] = backend.encode(checkerboard_half(y_symbols, second).ravel(),
-                                                checkerboard_half(index, second).ravel(),
-                                                self.weights.y_tables)
+                sections[name] = self._encode_half(backend, y_symbols, index, second, self.slices)
         else:
             sections["YSYM"] = backend.encode(y_symbols.ravel(), index.ravel(), self.weights.y_tables)
         del index
@@ -611,7 +612,8 @@ class Codec:
             self._each_hyper_band(z_symbols, core, band)
             t = self._stage("hyper", t)
             if self.context:
-                y_symbols, d_mean = self._decode_with_context(sections, backend, index, total)
+                y_symbols, d_mean = self._decode_with_context(sections, backend, index, total,
+                                                              self._slices_of(header.model_id))
             else:
                 if "YSYN" in sections:
                     raise VaezError("the file has a YSYN section, which this model does not use")
@@ -628,7 +630,7 @@ class Codec:
                             "(or was written by an incompatible coder build)")
         return header, sections, z_symbols, y_symbols, (mean_unit, d_mean), index, core
 
-    def _decode_with_context(self, sections, backend, index, total):
+    def _decode_with_context(self, sections, backend, index, total, slices=None):
         """Anchors first (hyperprior tables), then the checkerboard context refines the tables
         of the other half, which is decoded second. Returns (y symbols, mean correction in
         2**-ACT_BITS units, int32, zero at anchors); updates ``index`` in place."""
@@ -638,10 +640,8 @@ class Codec:
         shape = index.shape
         others = non_anchor_mask(shape[1], shape[2])
         t = time.perf_counter()
-        half = (shape[0], shape[1], shape[2] // 2)
         y_symbols = np.zeros(shape, dtype=np.int64)
-        set_checkerboard_half(y_symbols, False, backend.decode(
-            sections["YSYM"], checkerboard_half(index, False).ravel(), self.weights.y_tables).reshape(half))
+        self._decode_half(backend, sections["YSYM"], y_symbols, index, False, slices)
         t = self._stage("entropy", t)
         d_mean = np.zeros(shape, dtype=np.int32)
 
@@ -653,10 +653,51 @@ class Codec:
         self.context.each_strip(y_symbols, total, refine_tables)
         del total
         t = self._stage("context", t)
-        set_checkerboard_half(y_symbols, True, backend.decode(
-            sections["YSYN"], checkerboard_half(index, True).ravel(), self.weights.y_tables).reshape(half))
+        self._decode_half(backend, sections["YSYN"], y_symbols, index, True, slices)
         self._stage("entropy", t)
         return y_symbols, d_mean
+
+    def _slices_of(self, model_id: str):
+        """The channel slices a file uses: those of these weights for files written with them;
+        none for files of the earlier models these weights decode."""
+        return self.slices if model_id == self.model_id else None
+
+    def _encode_half(self, backend, y_symbols, index, second: bool, slices) -> bytes:
+        """One checkerboard half as a stream: channel by channel, row by row; with slices, in
+        their channel order, one coder piece per slice, each slice's tables corrected from
+        the earlier slices' symbols (`IntegerSlices`)."""
+        m = y_symbols.shape[0]
+        symbols = checkerboard_half(y_symbols, second).reshape(m, -1)
+        tables = checkerboard_half(index, second).reshape(m, -1)
+        if slices is None:
+            return backend.encode(symbols.ravel(), tables.ravel(), self.weights.y_tables)
+        channels = slices.channels()
+        for j, own in enumerate(channels[1:], start=1):   # reads only the pre-slice tables
+            tables[own] = slices.index(j, symbols, tables, anchors=not second)
+        order = np.concatenate(channels)
+        return backend.encode(symbols[order].ravel(), tables[order].ravel(), self.weights.y_tables,
+                              pieces=[len(c) * symbols.shape[1] for c in channels])
+
+    def _decode_half(self, backend, data: bytes, y_symbols, index, second: bool, slices) -> None:
+        """Inverse of `_encode_half`: fills that half of ``y_symbols`` (and of ``index``, with
+        the tables the slices chose)."""
+        m = y_symbols.shape[0]
+        half = (m, y_symbols.shape[1], y_symbols.shape[2] // 2)
+        tables = checkerboard_half(index, second).reshape(m, -1)
+        if slices is None:
+            set_checkerboard_half(y_symbols, second, backend.decode(
+                data, tables.ravel(), self.weights.y_tables).reshape(half))
+            return
+        n = tables.shape[1]
+        symbols = np.zeros((m, n), dtype=np.int64)
+        decoder = backend.PieceDecoder(data, m * n, self.weights.y_tables)
+        for j, own in enumerate(slices.channels()):
+            if j:
+                tables[own] = slices.index(j, symbols, tables, anchors=not second)
+            symbols[own] = decoder.decode(tables[own].ravel()).reshape(len(own), n)
+        decoder.close()
+        set_checkerboard_half(y_symbols, second, symbols.reshape(half))
+        set_checkerboard_half(index, second, tables.reshape(half))
 
     def decode_latents(self, data: bytes):
         """Entropy-decode ``data``: (header, sections, z symbols, y symbols, mean, scale index).

@@ -1,6 +1,6 @@
 """Export a training checkpoint to a compact, offline weights file.
 
-``python -m neuralcodec.export runs/pf3/last.pt neuralcodec/weights/vaez-ls4.npz --decodes old.npz``
+``python -m neuralcodec.export runs/pf3/last.pt neuralcodec/weights/vaez-ls5.npz --decodes old.npz --slices slices.pt``
 
 Float layers are stored as float16 (the quality gains as float32), the hyper-synthesis as
 fixed-point integers (see `model/integer_hyper.py`), and the entropy tables as integer
@@ -71,9 +71,10 @@ def latent_compatibility(arrays: dict[str, np.ndarray], older: Path) -> list[dic
 
 
 def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None,
-           decodes: tuple[Path, ...] = ()) -> Path:
+           decodes: tuple[Path, ...] = (), slices: Path | None = None) -> Path:
     """Write the weights file ``out`` from a training checkpoint. ``decodes``: earlier weights
-    files whose `.vaez` files the new model must also decode (see `latent_compatibility`)."""
+    files whose `.vaez` files the new model must also decode (see `latent_compatibility`).
+    ``slices``: a `train_slices` checkpoint whose channel slices the model gets."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = ModelConfig(**state.get("config", {}))
     net = VaezNetwork(config)
@@ -95,6 +96,15 @@ def export(checkpoint: Path, out: Path, model_id: str, notes: dict | None = None
 
         for key, value in export_context(net.context).items():
             arrays[f"context/{key}"] = value
+    if slices is not None:
+        from .model.integer_slices import export_slices
+        from .model.slices import ChannelSlices
+
+        saved = torch.load(slices, map_location="cpu", weights_only=False)
+        module = ChannelSlices(saved["order"], saved["bounds"], saved["hidden"])
+        module.load_state_dict(saved["state"])
+        for key, value in export_slices(module).items():
+            arrays[f"slices/{key}"] = value
     y = [gaussian_table(s) for s in scale_table(SCALE_COUNT, SCALE_MIN, SCALE_MAX)]
     for prefix, tables in (("y", y), ("z", z_tables(net))):
         for key, value in pack_tables(tables).items():
@@ -133,14 +143,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neuralcodec.export", description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--model-id", default="vaez-ls4")
+    ap.add_argument("--model-id", default="vaez-ls5")
+    ap.add_argument("--slices", type=Path, metavar="SLICES.pt",
+                    help="channel slices trained by python -m neuralcodec.train_slices")
     ap.add_argument("--decodes", type=Path, action="append", default=[], metavar="OLD.npz",
                     help="an earlier weights file whose .vaez files this model decodes too: "
                          "refused unless every array its decoder reads is unchanged here "
                          "(repeatable)")
     args = ap.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.model_id, decodes=tuple(args.decodes))
+        path = export(args.checkpoint, args.out, args.model_id, decodes=tuple(args.decodes),
+                      slices=args.slices)
     except ValueError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,7 @@ class Weights:
     z_tables: list[SymbolTable]
     meta: dict
     context: dict[str, np.ndarray] | None = None   # integer checkerboard context, if the model has one
+    slices: dict[str, np.ndarray] | None = None    # integer channel slices, if the model has them
     source: Path | None = None               # the file they were read from
 
 
@@ -114,7 +115,8 @@ def load_weights(path: str | Path | None = None) -> Weights:
     y_tables = unpack_tables(arrays["y/offsets"], arrays["y/lengths"], arrays["y/freqs"])
     z_tables = unpack_tables(arrays["z/offsets"], arrays["z/lengths"], arrays["z/freqs"])
     context = {k[len("context/"):]: v for k, v in arrays.items() if k.startswith("context/")} or None
+    slices = {k[len("slices/"):]: v for k, v in arrays.items() if k.startswith("slices/")} or None
     return Weights(model_id=meta["model_id"], digest=content_digest(arrays)[:8], config=meta["config"],
                    float_params=float_params, hyper_layers=hyper_layers,
                    gain_offsets=arrays["hyper/gain_offsets"].astype(np.int64), y_tables=y_tables,
-                   z_tables=z_tables, meta=meta, context=context, source=path)
+                   z_tables=z_tables, meta=meta, context=context, slices=slices, source=path)

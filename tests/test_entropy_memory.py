@@ -122,6 +122,39 @@ def test_streams_frozen_with_small_chunks(monkeypatch, backend, chunk, name):
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.NAME)
+@pytest.mark.parametrize("name", ["gauss-3k", "random-50k", "random-escape-only-tables", "channels"])
+def test_pieces_decode_one_at_a_time(backend, name):
+    """A stream in pieces (each grouped by table on its own, escapes included) decodes piece
+    by piece, each piece knowing only its own tables; one piece is the plain stream."""
+    symbols, index, tables = dict(_cases())[name]
+    n = len(symbols)
+    lengths = [n // 5, 0, n // 3, 1, n - n // 5 - n // 3 - 1]
+    data = backend.encode(symbols, index, tables, pieces=lengths)
+    assert backend.encode(symbols, index, tables, pieces=[n]) == backend.encode(symbols, index, tables)
+    decoder = backend.PieceDecoder(data, n, tables)
+    start = 0
+    for k in lengths:
+        out = decoder.decode(index[start:start + k])
+        np.testing.assert_array_equal(out, symbols[start:start + k])
+        start += k
+    decoder.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.NAME)
+def test_pieces_misuse_is_a_clear_error(backend):
+    symbols, index, tables = dict(_cases())["gauss-3k"]
+    with pytest.raises(ValueError, match="do not add up"):
+        backend.encode(symbols, index, tables, pieces=[10, 10])
+    data = backend.encode(symbols, index, tables, pieces=[1000, 2000])
+    decoder = backend.PieceDecoder(data, 3000, tables)
+    decoder.decode(index[:1000])
+    with pytest.raises(ValueError, match="never decoded"):
+        decoder.close()
+    with pytest.raises(ValueError, match="more symbols"):
+        decoder.decode(np.zeros(2001, dtype=np.int64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.NAME)
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint64])
 def test_narrow_index_dtypes(backend, dtype):
     symbols, index, tables = dict(_cases())["gauss-3k"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import (SymbolSink, SymbolTable, group_by_table, group_slices,
-                     narrow_index, pack_escapes, prepare_encode, unpack_escapes)
+from .tables import (EscapeFeed, SymbolSink, SymbolTable, group_by_table, group_slices,
+                     narrow_index, pack_escapes, piece_ranges, prepare_encode, unpack_escapes)
 
 NAME = "constriction"
 
@@ -38,48 +38,75 @@ def _model(table: SymbolTable):
     return model
 
 
-def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]) -> bytes:
+def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable],
+           pieces=None) -> bytes:
     """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes.
 
     ``table_index`` may have any integer dtype (uint8 saves memory); work is done in chunks.
+    ``pieces``: lengths of consecutive pieces, each grouped by table on its own so that a
+    `PieceDecoder` can take them one at a time (None: one piece).
     """
     if _constriction is None:
         raise RuntimeError("constriction is not installed")
-    order, bounds, collector = prepare_encode(symbols, table_index, len(tables))
+    symbols, table_index = np.ravel(symbols), np.ravel(table_index)
     encoder = _constriction.stream.queue.RangeEncoder()
-    for t, a, b, _ in group_slices(bounds):
-        positions = collector.positions(order[a:b], tables[t])
-        if tables[t].size:   # an escape-only table is certain: nothing to code
-            encoder.encode(positions.astype(np.int32), _model(tables[t]))
-    del order
+    escaped = []
+    for start, stop in piece_ranges(len(symbols), pieces):
+        order, bounds, collector = prepare_encode(symbols[start:stop], table_index[start:stop], len(tables))
+        for t, a, b, _ in group_slices(bounds):
+            positions = collector.positions(order[a:b], tables[t])
+            if tables[t].size:   # an escape-only table is certain: nothing to code
+                encoder.encode(positions.astype(np.int32), _model(tables[t]))
+        del order
+        escaped.append(collector.escaped())
     words = encoder.get_compressed().astype("<u4", copy=False)
-    return pack_escapes(collector.escaped()) + words.tobytes()
+    return pack_escapes(np.concatenate(escaped)) + words.tobytes()
+
+
+class PieceDecoder:
+    """Decodes a stream written by `encode` piece by piece: `decode` takes the table indexes
+    of the next piece (which may be computed from the pieces before it); `close` checks that
+    the stream held exactly what was asked for."""
+
+    def __init__(self, data: bytes, count: int, tables: list[SymbolTable]):
+        if _constriction is None:
+            raise RuntimeError("constriction is not installed")
+        self.tables = tables
+        escaped, pos = unpack_escapes(data, 0, limit=count)
+        self.feed = EscapeFeed(escaped, count)
+        body = memoryview(data)[pos:]
+        if len(body) % 4:
+            raise ValueError("range-coded stream is not a whole number of 32-bit words")
+        words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
+        self.decoder = _constriction.stream.queue.RangeDecoder(words)
+
+    def decode(self, table_index: np.ndarray) -> np.ndarray:
+        """The next ``len(table_index)`` symbols (int64)."""
+        table_index = narrow_index(table_index, len(self.tables))
+        self.feed.take(len(table_index))
+        order, bounds = group_by_table(table_index, len(self.tables))
+        sink = SymbolSink(len(table_index))
+        try:
+            for t, a, b, _ in group_slices(bounds):
+                if self.tables[t].size:
+                    positions = self.decoder.decode(_model(self.tables[t]), b - a)
+                else:
+                    positions = np.zeros(b - a, dtype=np.int32)   # all escapes
+                sink.put(order[a:b], positions, self.tables[t])
+        except (AssertionError, RuntimeError, ValueError) as exc:  # constriction asserts on bad data
+            raise ValueError(f"range-coded stream is invalid ({exc})") from None
+        del order
+        return self.feed.finish(sink)
+
+    def close(self) -> None:
+        self.feed.check_done()
+        if not self.decoder.maybe_exhausted():
+            raise ValueError("range-coded stream has trailing data")
 
 
 def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> np.ndarray:
-    """Inverse of `encode`; ``table_index`` must be the one used to encode."""
-    if _constriction is None:
-        raise RuntimeError("constriction is not installed")
-    table_index = narrow_index(table_index, len(tables))
-    escaped, pos = unpack_escapes(data, 0, limit=len(table_index))
-    body = memoryview(data)[pos:]
-    if len(body) % 4:
-        raise ValueError("range-coded stream is not a whole number of 32-bit words")
-    words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
-    decoder = _constriction.stream.queue.RangeDecoder(words)
-    del words
-    order, bounds = group_by_table(table_index, len(tables))
-    sink = SymbolSink(len(table_index))
-    try:
-        for t, a, b, _ in group_slices(bounds):
-            if tables[t].size:
-                positions = decoder.decode(_model(tables[t]), b - a)
-            else:
-                positions = np.zeros(b - a, dtype=np.int32)   # all escapes
-            sink.put(order[a:b], positions, tables[t])
-    except (AssertionError, RuntimeError, ValueError) as exc:  # constriction asserts on bad data
-        raise ValueError(f"range-coded stream is invalid ({exc})") from None
-    if not decoder.maybe_exhausted():
-        raise ValueError("range-coded stream has trailing data")
-    del order
-    return sink.finish(escaped)
+    """Inverse of `encode` with one piece; ``table_index`` must be the one used to encode."""
+    decoder = PieceDecoder(data, len(table_index), tables)
+    symbols = decoder.decode(table_index)
+    decoder.close()
+    return symbols

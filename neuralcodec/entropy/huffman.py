@@ -37,9 +37,9 @@ from itertools import accumulate
 
 import numpy as np
 
-from .tables import (CHUNK, PRECISION, TOTAL, SymbolSink, SymbolTable,
-                     group_by_table, group_slices, narrow_index, pack_escapes, prepare_encode,
-                     unpack_escapes)
+from .tables import (CHUNK, PRECISION, TOTAL, EscapeFeed, SymbolSink, SymbolTable,
+                     group_by_table, group_slices, narrow_index, pack_escapes, piece_ranges,
+                     prepare_encode, unpack_escapes)
 
 NAME = "huffman"
 
@@ -294,22 +294,29 @@ class _BitWriter:
         return b"".join(self._parts)
 
 
-def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable]) -> bytes:
+def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTable],
+           pieces=None) -> bytes:
     """Encode ``symbols[i]`` with ``tables[table_index[i]]``; returns the stream bytes.
 
     ``table_index`` may have any integer dtype (uint8 saves memory); work is done in chunks.
+    ``pieces``: lengths of consecutive pieces, each grouped by table on its own so that a
+    `PieceDecoder` can take them one at a time (None: one piece).
     """
-    order, bounds, collector = prepare_encode(symbols, table_index, len(tables))
+    symbols, table_index = np.ravel(symbols), np.ravel(table_index)
     writer = _BitWriter()
-    carry = 0
-    for t, a, b, last in group_slices(bounds):
-        code = _table_code(tables[t])
-        positions = collector.positions(order[a:b], tables[t])
-        tokens, carry = _tokenize(positions, code, carry, last)
-        if len(tokens):
-            writer.write(code.codes[tokens], code.lengths[tokens])
-    del order
-    return pack_escapes(collector.escaped()) + writer.getvalue()
+    escaped = []
+    for start, stop in piece_ranges(len(symbols), pieces):
+        order, bounds, collector = prepare_encode(symbols[start:stop], table_index[start:stop], len(tables))
+        carry = 0
+        for t, a, b, last in group_slices(bounds):
+            code = _table_code(tables[t])
+            positions = collector.positions(order[a:b], tables[t])
+            tokens, carry = _tokenize(positions, code, carry, last)
+            if len(tokens):
+                writer.write(code.codes[tokens], code.lengths[tokens])
+        del order
+        escaped.append(collector.escaped())
+    return pack_escapes(np.concatenate(escaped)) + writer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------
@@ -392,30 +399,53 @@ def _decode_segment(padded: np.ndarray, total_bits: int, start: int, count: int,
     return out, pos
 
 
+class PieceDecoder:
+    """Decodes a stream written by `encode` piece by piece: `decode` takes the table indexes
+    of the next piece (which may be computed from the pieces before it); `close` checks that
+    the stream held exactly what was asked for, padding included."""
+
+    def __init__(self, data: bytes, count: int, tables: list[SymbolTable]):
+        data = bytes(data)
+        self.tables = tables
+        try:
+            escaped, pos = unpack_escapes(data, 0, limit=count)
+        except OverflowError as error:  # a 10-byte varint can exceed int64
+            raise ValueError("escaped value out of range") from error
+        self.feed = EscapeFeed(escaped, count)
+        self.payload = np.frombuffer(data, dtype=np.uint8, offset=pos)
+        self.total_bits = 8 * len(self.payload)
+        self.padded = np.concatenate((self.payload, np.zeros(8, dtype=np.uint8)))
+        self.bit = 0
+
+    def decode(self, table_index: np.ndarray) -> np.ndarray:
+        """The next ``len(table_index)`` symbols (int64)."""
+        table_index = narrow_index(table_index, len(self.tables))
+        self.feed.take(len(table_index))
+        order, bounds = group_by_table(table_index, len(self.tables))
+        sink = SymbolSink(len(table_index))
+        for t in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = int(bounds[t]), int(bounds[t + 1])
+            values, self.bit = _decode_segment(self.padded, self.total_bits, self.bit, hi - lo,
+                                               _table_code(self.tables[t]))
+            for a in range(lo, hi, CHUNK):
+                b = min(a + CHUNK, hi)
+                sink.put(order[a:b], values[a - lo:b - lo], self.tables[t])
+            del values
+        del order
+        return self.feed.finish(sink)
+
+    def close(self) -> None:
+        self.feed.check_done()
+        bit, payload = self.bit, self.payload
+        if (bit + 7) // 8 != len(payload):
+            raise ValueError("coded stream has trailing bytes")
+        if bit % 8 and int(payload[-1]) & ((1 << (8 - bit % 8)) - 1):
+            raise ValueError("nonzero padding bits at the end of the coded stream")
+
+
 def decode(data: bytes, table_index: np.ndarray, tables: list[SymbolTable]) -> np.ndarray:
-    """Inverse of `encode`; ``table_index`` must be the one used to encode."""
-    data = bytes(data)
-    table_index = narrow_index(table_index, len(tables))
-    try:
-        escaped, pos = unpack_escapes(data, 0, limit=len(table_index))
-    except OverflowError as error:  # a 10-byte varint can exceed int64
-        raise ValueError("escaped value out of range") from error
-    payload = np.frombuffer(data, dtype=np.uint8, offset=pos)
-    total_bits = 8 * len(payload)
-    padded = np.concatenate((payload, np.zeros(8, dtype=np.uint8)))
-    order, bounds = group_by_table(table_index, len(tables))
-    sink = SymbolSink(len(table_index))
-    bit = 0
-    for t in np.flatnonzero(np.diff(bounds)).tolist():
-        lo, hi = int(bounds[t]), int(bounds[t + 1])
-        values, bit = _decode_segment(padded, total_bits, bit, hi - lo, _table_code(tables[t]))
-        for a in range(lo, hi, CHUNK):
-            b = min(a + CHUNK, hi)
-            sink.put(order[a:b], values[a - lo:b - lo], tables[t])
-        del values
-    del order
-    if (bit + 7) // 8 != len(payload):
-        raise ValueError("coded stream has trailing bytes")
-    if bit % 8 and int(payload[-1]) & ((1 << (8 - bit % 8)) - 1):
-        raise ValueError("nonzero padding bits at the end of the coded stream")
-    return sink.finish(escaped)
+    """Inverse of `encode` with one piece; ``table_index`` must be the one used to encode."""
+    decoder = PieceDecoder(data, len(table_index), tables)
+    symbols = decoder.decode(table_index)
+    decoder.close()
+    return symbols

@@ -171,6 +171,10 @@ class SymbolSink:
         positions += table.offset
         self.symbols[where] = positions
 
+    def escape_count(self) -> int:
+        """How many escapes the positions put so far hold (their values come last)."""
+        return sum(len(w) for w in self._escapes)
+
     def finish(self, escaped: np.ndarray) -> np.ndarray:
         where = (np.sort(np.concatenate(self._escapes)) if self._escapes
                  else np.zeros(0, dtype=np.intp))
@@ -261,3 +265,45 @@ def prepare_encode(symbols: np.ndarray, table_index: np.ndarray, table_count: in
         raise ValueError("symbols and table_index differ in length")
     order, bounds = group_by_table(table_index, table_count)
     return order, bounds, EscapeCollector(symbols)
+
+
+def piece_ranges(n: int, pieces) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive pieces of ``n`` symbols; ``pieces`` lists their
+    lengths (None: one piece). A coder groups each piece by table on its own, so a decoder
+    can decode piece k with only piece k's tables, which may depend on the pieces before it."""
+    lengths = [n] if pieces is None else [int(k) for k in pieces]
+    if any(k < 0 for k in lengths) or sum(lengths) != n:
+        raise ValueError(f"piece lengths {lengths} do not add up to {n} symbols")
+    stops = np.cumsum(lengths).tolist()
+    return list(zip([0] + stops[:-1], stops))
+
+
+class EscapeFeed:
+    """Decoder side of the escape block for a stream decoded piece by piece: hands each
+    piece the escaped values its positions call for, in stream order."""
+
+    def __init__(self, escaped: np.ndarray, total: int):
+        self.escaped = escaped
+        self.used = 0
+        self.left = total          # symbols not yet decoded
+
+    def take(self, count: int) -> None:
+        """Check that ``count`` more symbols fit in the stream."""
+        if count > self.left:
+            raise ValueError("more symbols asked for than the stream holds")
+        self.left -= count
+
+    def finish(self, sink: SymbolSink) -> np.ndarray:
+        """Fill the sink's escapes with the next values of the block; its symbols."""
+        k = sink.escape_count()
+        if self.used + k > len(self.escaped):
+            raise ValueError("escape count does not match the coded stream")
+        part = self.escaped[self.used:self.used + k]
+        self.used += k
+        return sink.finish(part)
+
+    def check_done(self) -> None:
+        if self.left:
+            raise ValueError(f"{self.left} symbols of the stream were never decoded")
+        if self.used != len(self.escaped):
+            raise ValueError("escape count does not match the coded stream")
