@@ -26,7 +26,7 @@ THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 for _name, _value in THREAD_SETTINGS.items():
     os.environ.setdefault(_name, _value)
 
-__version__ = "1.4.0"
+__version__ = "1.5.0"
 __all__ = ["compress", "compress_to_target", "decompress", "Codec", "Encoded", "VaezError",
            "TargetWarning", "register_pillow", "__version__"]
 

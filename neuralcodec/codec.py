@@ -414,7 +414,11 @@ class Codec:
             del mean_unit_all, total
             t = self._stage("context", t)
             if effort:
-                y_symbols = self._refine(source, y_symbols, mean, index, quality, effort, others)
+                # the refinement prices moves with the tables the slices will pick for the
+                # symbols as they stand (the file's are worked out again from its final ones)
+                priced = self._sliced_index(y_symbols, index, self.slices)
+                y_symbols = self._refine(source, y_symbols, mean, priced, quality, effort, others)
+                del priced
                 t = self._stage("refine", t)
         del y_unit, mean, source
         z_index = np.broadcast_to(np.arange(z_shape[0])[:, None, None], z_shape)
@@ -677,6 +681,20 @@ class Codec:
         order = np.concatenate(channels)
         return backend.encode(symbols[order].ravel(), tables[order].ravel(), self.weights.y_tables,
                               pieces=[len(c) * symbols.shape[1] for c in channels])
+
+    def _sliced_index(self, y_symbols, index, slices):
+        """``index`` with the slices' corrections for ``y_symbols`` (``index`` itself without)."""
+        if slices is None:
+            return index
+        m = index.shape[0]
+        out = index.copy()
+        for second in (False, True):
+            symbols = checkerboard_half(y_symbols, second).reshape(m, -1)
+            tables = checkerboard_half(index, second).reshape(m, -1)
+            for j, own in enumerate(slices.channels()[1:], start=1):
+                tables[own] = slices.index(j, symbols, tables, anchors=not second)
+            set_checkerboard_half(out, second, tables.reshape(m, index.shape[1], -1))
+        return out
 
     def _decode_half(self, backend, data: bytes, y_symbols, index, second: bool, slices) -> None:
         """Inverse of `_encode_half`: fills that half of ``y_symbols`` (and of ``index``, with

@@ -19,7 +19,7 @@ import numpy as np
 from .entropy.tables import SymbolTable
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "vaez-ls4.npz"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "vaez-ls5.npz"
 
 
 def content_digest(arrays: dict[str, np.ndarray]) -> bytes:

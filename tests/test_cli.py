@@ -564,7 +564,7 @@ def test_decompress_bad_exif_is_one_error_line(tmp_path, capsys, monkeypatch, ex
 
 def test_version_and_help(capsys):
     code, out, _ = run(capsys, "--version")
-    assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.4.0"
+    assert code == 0 and out.strip() == f"vaez {neuralcodec.__version__}" == "vaez 1.5.0"
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "examples:" in out and "vaez compress" in out
     for sub in ("compress", "decompress", "info", "inspect"):

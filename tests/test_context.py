@@ -102,8 +102,10 @@ def test_the_shipped_model_codes_the_two_halves_in_two_sections(codec):
     _, coordinate = codec.hyper(z)
     plain = index_from_total(coordinate + quality_offset(codec.weights.gain_offsets, 4000)[:, None, None])
     others = non_anchor_mask(*index.shape[1:])
-    assert np.array_equal(index[:, ~others], plain[:, ~others])
-    assert not np.array_equal(index[:, others], plain[:, others])
+    # (with channel slices, only the first slice's anchors keep the hyperprior's tables)
+    first = codec.slices.channels()[0] if codec.slices else slice(None)
+    assert np.array_equal(index[first][:, ~others], plain[first][:, ~others])
+    assert not np.array_equal(index[first][:, others], plain[first][:, others])
     without = dict(sections)
     del without["YSYN"]
     with pytest.raises(formats.VaezError, match="YSYN"):

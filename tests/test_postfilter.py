@@ -98,15 +98,17 @@ def test_codec_output_is_the_filtered_synthesis():
     assert (raw[:45, :61] != expected).any()      # the shipped filter does change pixels
 
 
-@pytest.mark.parametrize("model", ["vaez-ls2", "vaez-ls3"])
+@pytest.mark.parametrize("model", ["vaez-ls2", "vaez-ls3", "vaez-ls4"])
 def test_files_of_the_previous_models_still_decode(model):
-    """vaez-ls3 is vaez-ls2 plus the post-filter and vaez-ls4 vaez-ls3 with the post-filter
-    retrained, so their files decode to their latents (the header's symbol checksum is
-    verified) and come out filtered."""
+    """vaez-ls3 is vaez-ls2 plus the post-filter, vaez-ls4 vaez-ls3 with the post-filter
+    retrained and vaez-ls5 vaez-ls4 plus channel slices (used only in its own files), so
+    their files decode to their latents (the header's symbol checksum is verified) and come
+    out filtered."""
     data = (Path(__file__).parent / "data" / f"{model}-40x56-q60.vaez").read_bytes()
     header, _ = formats.unpack(data)
-    assert header.model_id == model and header.version == 1   # written by vaez 1.1 / 1.2
-    assert neuralcodec.codec.default_codec().model_id not in ("vaez-ls2", "vaez-ls3")
+    # written by vaez 1.1 / 1.2 (version 1 container) and vaez 1.4 (version 2)
+    assert header.model_id == model and header.version == (2 if model == "vaez-ls4" else 1)
+    assert neuralcodec.codec.default_codec().model_id not in ("vaez-ls2", "vaez-ls3", "vaez-ls4")
     decoded = np.asarray(neuralcodec.decompress(data)).astype(np.float64)
     original = natural_image(40, 56, seed=11).astype(np.float64)   # what the file was made from
     assert decoded.shape == original.shape
