@@ -645,8 +645,7 @@ class Codec:
         others = non_anchor_mask(shape[1], shape[2])
         t = time.perf_counter()
         y_symbols = np.zeros(shape, dtype=np.int64)
-        self._decode_half(backend, sections["YSYM"], y_symbols, index, False, slices)
-        t = self._stage("entropy", t)
+        t = self._decode_half(backend, sections["YSYM"], y_symbols, index, False, slices, t)
         d_mean = np.zeros(shape, dtype=np.int32)
 
         def refine_tables(rows, mean, coord):     # one strip of latent rows: its non-anchors
@@ -657,8 +656,7 @@ class Codec:
         self.context.each_strip(y_symbols, total, refine_tables)
         del total
         t = self._stage("context", t)
-        self._decode_half(backend, sections["YSYN"], y_symbols, index, True, slices)
-        self._stage("entropy", t)
+        self._decode_half(backend, sections["YSYN"], y_symbols, index, True, slices, t)
         return y_symbols, d_mean
 
     def _slices_of(self, model_id: str):
@@ -696,26 +694,31 @@ class Codec:
             set_checkerboard_half(out, second, tables.reshape(m, index.shape[1], -1))
         return out
 
-    def _decode_half(self, backend, data: bytes, y_symbols, index, second: bool, slices) -> None:
+    def _decode_half(self, backend, data: bytes, y_symbols, index, second: bool, slices,
+                     t: float) -> float:
         """Inverse of `_encode_half`: fills that half of ``y_symbols`` (and of ``index``, with
-        the tables the slices chose)."""
+        the tables the slices chose). Times the stages "entropy" and "slices" from ``t``;
+        returns the time it ended."""
         m = y_symbols.shape[0]
         half = (m, y_symbols.shape[1], y_symbols.shape[2] // 2)
         tables = checkerboard_half(index, second).reshape(m, -1)
         if slices is None:
             set_checkerboard_half(y_symbols, second, backend.decode(
                 data, tables.ravel(), self.weights.y_tables).reshape(half))
-            return
+            return self._stage("entropy", t)
         n = tables.shape[1]
         symbols = np.zeros((m, n), dtype=np.int64)
         decoder = backend.PieceDecoder(data, m * n, self.weights.y_tables)
         for j, own in enumerate(slices.channels()):
             if j:
                 tables[own] = slices.index(j, symbols, tables, anchors=not second)
+                t = self._stage("slices", t)
             symbols[own] = decoder.decode(tables[own].ravel()).reshape(len(own), n)
+            t = self._stage("entropy", t)
         decoder.close()
         set_checkerboard_half(y_symbols, second, symbols.reshape(half))
         set_checkerboard_half(index, second, tables.reshape(half))
+        return self._stage("entropy", t)
 
     def decode_latents(self, data: bytes):
         """Entropy-decode ``data``: (header, sections, z symbols, y symbols, mean, scale index).
