@@ -134,8 +134,11 @@ class Codec:
         try:
             self.hyper = IntegerHyperSynthesis(self.weights.hyper_layers, config["latent_channels"])
             self.context = IntegerContext(self.weights.context) if self.weights.context else None
+            if self.weights.slices and not self.context:
+                raise ValueError(f"weights file {self.weights.model_id}: channel slices need "
+                                 "a checkerboard context")
             self.slices = (IntegerSlices(self.weights.slices, config["latent_channels"])
-                           if self.weights.slices and self.context else None)
+                           if self.weights.slices else None)
             self.synthesis = NumpySynthesis(self.weights.float_params, config["synthesis_blocks"])
             self.postfilter = (NumpyPostFilter(self.weights.float_params)
                                if config.get("postfilter_channels") else None)
@@ -635,8 +638,9 @@ class Codec:
         return header, sections, z_symbols, y_symbols, (mean_unit, d_mean), index, core
 
     def _decode_with_context(self, sections, backend, index, total, slices=None):
-        """Anchors first (hyperprior tables), then the checkerboard context refines the tables
-        of the other half, which is decoded second. Returns (y symbols, mean correction in
+        """Anchors first (hyperprior tables; with ``slices``, slice by slice, see
+        `_decode_half`), then the checkerboard context refines the tables of the other half,
+        which is decoded second. Returns (y symbols, mean correction in
         2**-ACT_BITS units, int32, zero at anchors); updates ``index`` in place."""
         if "YSYN" not in sections:
             raise VaezError("the file lacks the YSYN section (second half of the latent) "

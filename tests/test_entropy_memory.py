@@ -87,6 +87,19 @@ EXPECTED = {
         "f06ee29b9578e3354bd3a459e9aa98516179e58bf7e198968418a2d4c551af74",
 }
 
+# the same cases cut into pieces of n/5, 0, n/3, 1 and the rest symbols (written by vaez 1.5)
+PIECES_EXPECTED = {
+    ("huffman", "gauss-3k"): "383b4d8348858c19d773e02926a58c8f9d758f57f4e72bcf47004b981806e4ba",
+    ("huffman", "random-50k"): "db3065df8f3504414a9c22380fd4ea154cc3a25ece912c660c825077ce3735a9",
+    ("huffman", "random-escape-only-tables"): "ab0d0fbd5e3484471d6b08d51160527890552a7152cc0b9aa0ff5fe15a820fff",
+    ("huffman", "channels"): "6afc1d42f9ac81b5bb8ef8218db7aa7ed592cc451abd3b109dae2af6276251a5",
+    ("constriction", "gauss-3k"): "a6505a49a1d2ad68ee6f3f60d6112293232035b3cd5131b600720d229182ba36",
+    ("constriction", "random-50k"): "9f46334369209961f52565630afb6eb7057d55f73f367286931b8ab48f2c9186",
+    ("constriction", "random-escape-only-tables"):
+        "69d8b879ee86489108e54a1ca201a405d65fdaa5605c711231063dffe6881711",
+    ("constriction", "channels"): "09f846e7b915d33c7ecff7b2a33ce1154a616a8abc08c319cc33b2d7af58c6fa",
+}
+
 BACKENDS = [huffman] + ([constriction_coder] if constriction_coder.available() else [])
 
 
@@ -125,11 +138,13 @@ def test_streams_frozen_with_small_chunks(monkeypatch, backend, chunk, name):
 @pytest.mark.parametrize("name", ["gauss-3k", "random-50k", "random-escape-only-tables", "channels"])
 def test_pieces_decode_one_at_a_time(backend, name):
     """A stream in pieces (each grouped by table on its own, escapes included) decodes piece
-    by piece, each piece knowing only its own tables; one piece is the plain stream."""
+    by piece, each piece knowing only its own tables; one piece is the plain stream. The
+    digests freeze the layout (`formats/VAEZ.md`, "Grouping"): a change fails here first."""
     symbols, index, tables = dict(_cases())[name]
     n = len(symbols)
     lengths = [n // 5, 0, n // 3, 1, n - n // 5 - n // 3 - 1]
     data = backend.encode(symbols, index, tables, pieces=lengths)
+    assert _digest(data) == PIECES_EXPECTED[(backend.NAME, name)]
     assert backend.encode(symbols, index, tables, pieces=[n]) == backend.encode(symbols, index, tables)
     decoder = backend.PieceDecoder(data, n, tables)
     start = 0
@@ -145,6 +160,10 @@ def test_pieces_misuse_is_a_clear_error(backend):
     symbols, index, tables = dict(_cases())["gauss-3k"]
     with pytest.raises(ValueError, match="do not add up"):
         backend.encode(symbols, index, tables, pieces=[10, 10])
+    with pytest.raises(ValueError, match="differ in length"):
+        backend.encode(symbols[:-1], index, tables, pieces=[2999])
+    empty = backend.encode(symbols[:0], index[:0], tables, pieces=[])
+    assert empty == backend.encode(symbols[:0], index[:0], tables)
     data = backend.encode(symbols, index, tables, pieces=[1000, 2000])
     decoder = backend.PieceDecoder(data, 3000, tables)
     decoder.decode(index[:1000])

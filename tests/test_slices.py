@@ -107,6 +107,8 @@ def test_untrained_slices_change_nothing_and_bad_arrays_are_refused():
         IntegerSlices({**arrays, "2/head_weight": arrays["2/head_weight"] + (1 << 30)}, M)
     with pytest.raises(ValueError, match="bounds"):
         ChannelSlices(torch.randperm(M), (5, 3))
+    with pytest.raises(ValueError, match="bounds"):
+        IntegerSlices({**arrays, "bounds": np.zeros(0, dtype=np.int64)}, M)
 
 
 def _renamed(weights, model_id, slices, decodes=()):
@@ -154,14 +156,57 @@ def test_slices_change_tables_never_symbols_or_pixels(plain, sliced, coder):
     assert sliced.decompress(refined).size == (104, 72)
 
 
-def test_a_sliced_stream_cut_short_is_a_clear_error(sliced):
-    data = sliced.compress(natural_image(40, 64, seed=7), quality=70)
+@pytest.mark.parametrize("coder", ["constriction", "huffman"])
+def test_a_sliced_stream_cut_or_changed_is_a_clear_error(sliced, coder):
+    data = sliced.compress(natural_image(40, 64, seed=7), quality=70, coder=coder)
     header, sections = formats.unpack(data)
     for name in ("YSYM", "YSYN"):
+        for cut in (len(sections[name]) // 2, len(sections[name]) - 1, 5):
+            broken = dict(sections)
+            broken[name] = sections[name][:cut]
+            with pytest.raises(formats.VaezError, match="corrupt latent stream|checksum"):
+                sliced.decompress(formats.pack(header, broken))
         broken = dict(sections)
-        broken[name] = sections[name][:len(sections[name]) // 2]
-        with pytest.raises(formats.VaezError):
+        broken[name] = b"\x07" + sections[name][1:]          # another escape count
+        with pytest.raises(formats.VaezError, match="corrupt latent stream|checksum"):
             sliced.decompress(formats.pack(header, broken))
+
+
+def test_the_shipped_model_s_own_files_keep_decoding():
+    """A file vaez 1.5 wrote with vaez-ls5 (slices in both halves): it decodes only if the
+    slice arithmetic and the piece layout are unchanged (the symbol checksum is verified)."""
+    from pathlib import Path
+
+    import neuralcodec
+
+    data = (Path(__file__).parent / "data" / "vaez-ls5-40x56-q60.vaez").read_bytes()
+    header, _ = formats.unpack(data)
+    assert header.model_id == "vaez-ls5" and neuralcodec.codec.default_codec().slices is not None
+    decoded = np.asarray(neuralcodec.decompress(data)).astype(np.float64)
+    original = natural_image(40, 56, seed=11).astype(np.float64)
+    assert 10 * np.log10(255 ** 2 / ((decoded - original) ** 2).mean()) > 29.0
+
+
+def test_integer_slices_stay_exact_at_their_limits():
+    """Weights at 2**18, biases at 2**40, inputs at the clip: still equal to int64 arithmetic."""
+    from neuralcodec.model.integer_slices import BIAS_LIMIT_BITS, WEIGHT_LIMIT_BITS
+
+    arrays = export_slices(_random_slices(8))
+    rng = np.random.default_rng(9)
+    for key, value in arrays.items():
+        if key.endswith("_weight"):
+            arrays[key] = rng.choice([-1, 1], value.shape) << WEIGHT_LIMIT_BITS
+        elif key.endswith("_bias"):
+            arrays[key] = rng.choice([-1, 1], value.shape) << BIAS_LIMIT_BITS
+    symbols = rng.choice([-CONTEXT_Q_LIMIT, CONTEXT_Q_LIMIT], (M, 40))
+    index = rng.integers(0, SCALE_COUNT, (M, 40)).astype(np.uint8)
+    slices = IntegerSlices(arrays, M)
+    for j in range(1, len(BOUNDS) + 1):
+        for anchors in (True, False):
+            assert np.array_equal(slices.index(j, symbols, index, anchors),
+                                  _reference(arrays, j, symbols, index, anchors))
+    with pytest.raises(ValueError, match="out of range"):
+        IntegerSlices({**arrays, "1/mix_bias": arrays["1/mix_bias"] * 2}, M)
 
 
 def test_slices_train_on_frozen_latents_and_export_into_weights(tmp_path):

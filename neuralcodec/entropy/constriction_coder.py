@@ -1,7 +1,8 @@
 """Range coding of integer symbols with `constriction`, driven by the shared integer tables.
 
 Symbols are grouped by table (stable order inside a group) and each group is coded with one
-fixed `Categorical` model, so the whole stream takes one vectorized call per table in use.
+fixed `Categorical` model, so the whole stream takes one vectorized call per table in use (per
+table and piece, for a stream coded in pieces: see `tables.piece_ranges`).
 Stream layout: escape block (see `tables.pack_escapes`) followed by the range coder's
 little-endian 32-bit words.
 """
@@ -49,6 +50,8 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
     if _constriction is None:
         raise RuntimeError("constriction is not installed")
     symbols, table_index = np.ravel(symbols), np.ravel(table_index)
+    if len(symbols) != len(table_index):
+        raise ValueError("symbols and table_index differ in length")
     encoder = _constriction.stream.queue.RangeEncoder()
     escaped = []
     for start, stop in piece_ranges(len(symbols), pieces):
@@ -60,7 +63,7 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
         del order
         escaped.append(collector.escaped())
     words = encoder.get_compressed().astype("<u4", copy=False)
-    return pack_escapes(np.concatenate(escaped)) + words.tobytes()
+    return pack_escapes(np.concatenate(escaped) if escaped else np.zeros(0, dtype=np.int64)) + words.tobytes()
 
 
 class PieceDecoder:

@@ -21,7 +21,8 @@ every machine derives identical codes. They are cached by table contents.
 
 Stream layout: escape block (`tables.pack_escapes`), then one bit string, MSB first, zero
 padded to whole bytes. It holds the tables' segments back to back in increasing table index,
-each segment coding that table's symbols in their original order. No segment lengths are
+each segment coding that table's symbols in their stream order (for a stream coded in pieces,
+piece after piece, each with its own segments: see `tables.piece_ranges`). No segment lengths are
 stored (they would cost about one to three bytes per table in use); the decoder finds where
 each segment ends by decoding it. Decoding is vectorised: in a window of the bit string it
 computes the token that would start at every bit position (canonical-code thresholds, no
@@ -303,6 +304,8 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
     `PieceDecoder` can take them one at a time (None: one piece).
     """
     symbols, table_index = np.ravel(symbols), np.ravel(table_index)
+    if len(symbols) != len(table_index):
+        raise ValueError("symbols and table_index differ in length")
     writer = _BitWriter()
     escaped = []
     for start, stop in piece_ranges(len(symbols), pieces):
@@ -316,7 +319,7 @@ def encode(symbols: np.ndarray, table_index: np.ndarray, tables: list[SymbolTabl
                 writer.write(code.codes[tokens], code.lengths[tokens])
         del order
         escaped.append(collector.escaped())
-    return pack_escapes(np.concatenate(escaped)) + writer.getvalue()
+    return pack_escapes(np.concatenate(escaped) if escaped else np.zeros(0, dtype=np.int64)) + writer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 `ChannelSlices` is exported to the fixed point of the hyper-synthesis and the checkerboard
 context (weights with `WEIGHT_BITS` fractional bits, activations with `ACT_BITS`) and run here
 on integers held in float64, where every product and partial sum stays below 2**53: inputs
-are the earlier slices' symbols clipped to +-`CONTEXT_Q_LIMIT` (2**12) and the scale index,
-fan-ins are at most 2 * 192, weights at most 2**`WEIGHT_LIMIT_BITS`, activations at most
-2**ACT_LIMIT_BITS. All three layers are 1x1, so positions are independent: they are worked
+are the earlier slices' symbols clipped to +-`CONTEXT_Q_LIMIT` (2**12, times 2**ACT_BITS) and
+the scale index, activations are clamped to 2**ACT_LIMIT_BITS after each layer, and loading
+refuses weights above 2**`WEIGHT_LIMIT_BITS`, biases above 2**`BIAS_LIMIT_BITS` and fan-ins
+above `MAX_FAN_IN`, so a sum stays below 2**10 * 2**24 * 2**18 + 2**40 < 2**53. All three layers are 1x1, so positions are independent: they are worked
 through in chunks of columns that run side by side on the cores (see `workers`) and keep
 memory small on big images. NumPy only: decoding never imports torch.
 """
@@ -21,6 +22,8 @@ from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, rescale
 
 CHUNK_COLUMNS = 8192       # positions per piece of work
 WEIGHT_LIMIT_BITS = 18     # |integer weight| bound checked at load time
+BIAS_LIMIT_BITS = 40       # |integer bias| bound (units of 2**-(WEIGHT_BITS + ACT_BITS))
+MAX_FAN_IN = 1024          # inputs per output of any layer
 _LAYERS = ("anchors_in", "others_in", "mix", "head")
 
 
@@ -39,7 +42,7 @@ def export_slices(slices) -> dict[str, np.ndarray]:
         for name in _LAYERS:
             arrays[f"{j}/{name}_weight"] = fixed(part[name].weight[:, :, 0, 0], WEIGHT_BITS,
                                                  WEIGHT_LIMIT_BITS)
-            arrays[f"{j}/{name}_bias"] = fixed(part[name].bias, WEIGHT_BITS + ACT_BITS, 40)
+            arrays[f"{j}/{name}_bias"] = fixed(part[name].bias, WEIGHT_BITS + ACT_BITS, BIAS_LIMIT_BITS)
     return arrays
 
 
@@ -48,11 +51,12 @@ class IntegerSlices:
 
     def __init__(self, arrays: dict[str, np.ndarray], latent_channels: int):
         order = np.asarray(arrays["order"], dtype=np.int64)
-        bounds = [int(b) for b in np.asarray(arrays["bounds"]).tolist()]
+        bounds = [int(b) for b in np.asarray(arrays["bounds"]).ravel().tolist()]
         if sorted(order.tolist()) != list(range(latent_channels)):
             raise ValueError("slice order is not a permutation of the latent channels")
         starts = [0] + bounds
-        if not (0 < starts[1] and all(a < b for a, b in zip(starts[1:], starts[2:] + [latent_channels]))):
+        if not (bounds and 0 < bounds[0]
+                and all(a < b for a, b in zip(bounds, bounds[1:] + [latent_channels]))):
             raise ValueError("slice bounds out of order")
         self.edges = list(zip(starts, starts[1:] + [latent_channels]))
         self.order = order
@@ -61,9 +65,12 @@ class IntegerSlices:
             layers = {}
             for name in _LAYERS:
                 weight = np.asarray(arrays[f"{j}/{name}_weight"]).astype(np.float64)
-                if np.abs(weight).max(initial=0) > 2 ** WEIGHT_LIMIT_BITS:
+                bias = np.asarray(arrays[f"{j}/{name}_bias"]).astype(np.float64)
+                if (np.abs(weight).max(initial=0) > 2 ** WEIGHT_LIMIT_BITS
+                        or np.abs(bias).max(initial=0) > 2 ** BIAS_LIMIT_BITS
+                        or weight.ndim != 2 or weight.shape[1] > MAX_FAN_IN):
                     raise ValueError(f"slice {j} {name} out of range for exact arithmetic")
-                layers[name] = (weight, np.asarray(arrays[f"{j}/{name}_bias"]).astype(np.float64))
+                layers[name] = (weight, bias)
             hidden = layers["mix"][0].shape[0]
             shapes_ok = (layers["anchors_in"][0].shape == (hidden, 2 * start)
                          and layers["others_in"][0].shape == (hidden, 2 * start)

@@ -44,7 +44,7 @@ class ChannelSlices(nn.Module):
         order = torch.as_tensor(order, dtype=torch.long)
         m = len(order)
         bounds = [int(b) for b in bounds]
-        if not (0 < bounds[0] and all(a < b for a, b in zip(bounds, bounds[1:] + [m]))):
+        if not (bounds and 0 < bounds[0] and all(a < b for a, b in zip(bounds, bounds[1:] + [m]))):
             raise ValueError(f"slice bounds {bounds} must increase within {m} channels")
         self.register_buffer("order", order)
         self.bounds = bounds
