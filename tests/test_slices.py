@@ -241,3 +241,10 @@ def test_slices_train_on_frozen_latents_and_export_into_weights(tmp_path):
     assert new.decompress(new.compress(image, quality=30)).size == (64, 64)
     old_file = plain.compress(image, quality=30)
     assert np.array_equal(np.asarray(new.decompress(old_file)), np.asarray(plain.decompress(old_file)))
+
+
+def test_weights_with_slices_but_no_context_are_refused(plain):
+    weights = dataclasses.replace(plain.weights, context=None,
+                                  slices=export_slices(_random_slices(2, 192, (8, 16), 4)))
+    with pytest.raises(ValueError, match="need a checkerboard context"):
+        Codec(weights)
