@@ -20,7 +20,7 @@ from .. import workers
 from .constants import CONTEXT_Q_LIMIT, COORDINATE_DIVISOR, SCALE_COUNT
 from .fixed_point import ACT_BITS, ACT_LIMIT_BITS, WEIGHT_BITS, clamp, rescale
 
-CHUNK_COLUMNS = 8192       # positions per piece of work
+CHUNK_COLUMNS = 1536       # positions per piece of work (a 768x512 image: two per half)
 WEIGHT_LIMIT_BITS = 18     # |integer weight| bound checked at load time
 BIAS_LIMIT_BITS = 40       # |integer bias| bound (units of 2**-(WEIGHT_BITS + ACT_BITS))
 MAX_FAN_IN = 1024          # inputs per output of any layer
