@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -36,64 +35,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import neuralcodec  # noqa: E402,F401  (before NumPy: sets the BLAS thread policy)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from neuralcodec.codec import default_codec  # noqa: E402
 from neuralcodec.model.integer_hyper import ACT_BITS, quality_offset  # noqa: E402
-from neuralcodec.train import is_validation, list_images  # noqa: E402
-from neuralcodec.train_slices import code_length, held_out  # noqa: E402
-
-CROP = 256
+from neuralcodec.train_slices import anchor_plane, code_length, coded_crops  # noqa: E402
 
 
 def collect(root: Path, crops: int, eval_fraction: float, seed: int) -> dict:
-    """Per crop: integer symbols' residuals before rounding, the scale index and the quality."""
-    codec = default_codec()
-    paths = [p for p in list_images(root) if not is_validation(p, 0.05)]
-    rng = random.Random(seed)
-    rng.shuffle(paths)
+    """Per crop: residuals before rounding and scale indexes under the shipped tables
+    (without slices) and under the hyperprior alone, and the quality."""
     sets = {"train": [], "eval": []}
     want = {"train": crops, "eval": max(crops // 8, 24)}
-    for path in paths:
-        side = "eval" if held_out(path, eval_fraction) else "train"
-        if len(sets[side]) >= want[side]:
-            if all(len(sets[k]) >= want[k] for k in sets):
-                break
-            continue
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        h, w = rgb.shape[:2]
-        if h < CROP or w < CROP:
-            continue
-        for _ in range(2):
-            y0, x0 = rng.randrange(h - CROP + 1), rng.randrange(w - CROP + 1)
-            crop = np.ascontiguousarray(rgb[y0:y0 + CROP, x0:x0 + CROP])
-            data = codec.compress(crop, quality=rng.uniform(1, 100), effort=0)
-            header, _, z_symbols, _, mean, index = codec.decode_latents(data)
-            gain = codec._gain(header.quality, decoder=False)
-            offset = quality_offset(codec.weights.gain_offsets, int(round(header.quality * 100)))
-            hyper_mean = np.empty(index.shape)
-            hyper_coord = np.empty(index.shape)
+    for side, crop, codec, (header, _, z_symbols, _, mean, index) in coded_crops(
+            root, want, eval_fraction, seed):
+        gain = codec._gain(header.quality, decoder=False)
+        offset = quality_offset(codec.weights.gain_offsets, int(round(header.quality * 100)))
+        hyper_mean = np.empty(index.shape)
+        hyper_coord = np.empty(index.shape)
 
-            def band(rows, cols, mean_unit, coordinate):   # the hyperprior alone (no context)
-                hyper_mean[:, rows, cols] = mean_unit * gain
-                hyper_coord[:, rows, cols] = (coordinate + offset[:, None, None]) / (1 << ACT_BITS)
+        def band(rows, cols, mean_unit, coordinate):   # the hyperprior alone (no context)
+            hyper_mean[:, rows, cols] = mean_unit * gain
+            hyper_coord[:, rows, cols] = (coordinate + offset[:, None, None]) / (1 << ACT_BITS)
 
-            codec._each_hyper_band(z_symbols, 0, band)
-            with torch.inference_mode():
-                y_value = codec._analysis(crop, 0).astype(np.float64) * gain
-            sets[side].append((np.stack([y_value - mean, index, y_value - hyper_mean, hyper_coord]),
-                               header.quality))
+        codec._each_hyper_band(z_symbols, 0, band)
+        with torch.inference_mode():
+            y_value = codec._analysis(crop, 0).astype(np.float64) * gain
+        sets[side].append((np.stack([y_value - mean, index, y_value - hyper_mean, hyper_coord]),
+                           header.quality))
     return {side: (torch.tensor(np.stack([a for a, _ in items]), dtype=torch.float32),
                    np.array([q for _, q in items]))
             for side, items in sets.items()}
-
-
-def anchors(height: int, width: int) -> torch.Tensor:
-    """(1, 1, H, W): 1 where row + column is even (the checkerboard's first half)."""
-    return ((torch.arange(height)[:, None] + torch.arange(width)[None, :]) % 2 == 0).float()[None, None]
 
 
 class SliceContext(nn.Module):
@@ -133,7 +105,7 @@ class SliceContext(nn.Module):
     def forward(self, symbols: torch.Tensor, coordinate: torch.Tensor):
         """``symbols``: the decoded integers (rounded residuals); ``coordinate``: the scale
         coordinate being corrected. Returns corrections for channels ``edges[0][0]:``."""
-        mask = anchors(*symbols.shape[-2:])
+        mask = anchor_plane(*symbols.shape[-2:])
         means, coords = [], []
         for (before, end), part in zip(self.edges, self.parts):
             inputs = []
@@ -247,10 +219,11 @@ def main(argv=None) -> int:
     print("| held-out crops | qualities | hyperprior alone | shipped (+ checkerboard) | with slices | change |")
     print("|---|---|---:|---:|---:|---:|")
     for low, high in ((1, 34), (34, 67), (67, 100.01), (1, 100.01)):
-        pick = torch.tensor((eval_q >= low) & (eval_q < high))
+        pick = torch.tensor((eval_q >= low) & (eval_q < high), dtype=torch.bool)
         h, b, a = (x[pick].sum().item() for x in (hyper_only, shipped, after))
+        change = f"{100 * (a - b) / b:+.2f}%" if b else "—"
         print(f"| {int(pick.sum())} | {low}-{min(high, 100):.0f} | {h:,.0f} | {b:,.0f} | {a:,.0f} | "
-              f"{100 * (a - b) / b:+.2f}% |")
+              f"{change} |")
     return 0
 
 

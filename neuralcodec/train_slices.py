@@ -47,10 +47,14 @@ def code_length(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return -torch.log2(mass.clamp_min(1e-9))
 
 
-def collect(root: Path, crops: int, eval_crops: int, eval_fraction: float, seed: int, codec=None) -> dict:
-    """``{"train" | "eval": (planes, qualities)}``; planes (N, 3, M, 32, 32) float32: the
-    symbols, the residuals before rounding and the scale indexes the codec codes them with."""
+def coded_crops(root: Path, want: dict, eval_fraction: float, seed: int, codec=None):
+    """Random 256x256 crops of the training split (never the validation split), each coded by
+    ``codec`` (default: the installed one) without its slices at a random quality, effort 0.
+    Yields ``(side, crop, codec, decode_latents(file))`` with side "train" or "eval"
+    (`held_out`) until ``want[side]`` crops of each side came (two per photo)."""
     import dataclasses
+
+    from PIL import Image
 
     from .codec import Codec, default_codec
     from .train import is_validation, list_images
@@ -63,16 +67,13 @@ def collect(root: Path, crops: int, eval_crops: int, eval_fraction: float, seed:
     paths = [p for p in list_images(root) if not is_validation(p, 0.05)]
     rng = random.Random(seed)
     rng.shuffle(paths)
-    sets = {"train": [], "eval": []}
-    want = {"train": crops, "eval": eval_crops}
+    counts = {"train": 0, "eval": 0}
     for path in paths:
         side = "eval" if held_out(path, eval_fraction) else "train"
-        if len(sets[side]) >= want[side]:
-            if all(len(sets[k]) >= want[k] for k in sets):
+        if counts[side] >= want[side]:
+            if all(counts[k] >= want[k] for k in counts):
                 break
             continue
-        from PIL import Image
-
         with Image.open(path) as im:
             rgb = np.asarray(im.convert("RGB"))
         h, w = rgb.shape[:2]
@@ -82,10 +83,19 @@ def collect(root: Path, crops: int, eval_crops: int, eval_fraction: float, seed:
             y0, x0 = rng.randrange(h - CROP + 1), rng.randrange(w - CROP + 1)
             crop = np.ascontiguousarray(rgb[y0:y0 + CROP, x0:x0 + CROP])
             data = codec.compress(crop, quality=rng.uniform(1, 100), effort=0)
-            header, _, _, symbols, mean, index = codec.decode_latents(data)
-            with torch.inference_mode():
-                y_value = codec._analysis(crop, 0).astype(np.float64) * codec._gain(header.quality, decoder=False)
-            sets[side].append((np.stack([symbols, y_value - mean, index]).astype(np.float32), header.quality))
+            counts[side] += 1
+            yield side, crop, codec, codec.decode_latents(data)
+
+
+def collect(root: Path, crops: int, eval_crops: int, eval_fraction: float, seed: int, codec=None) -> dict:
+    """``{"train" | "eval": (planes, qualities)}``; planes (N, 3, M, 32, 32) float32: the
+    symbols, the residuals before rounding and the scale indexes the codec codes them with."""
+    sets = {"train": [], "eval": []}
+    for side, crop, codec, (header, _, _, symbols, mean, index) in coded_crops(
+            root, {"train": crops, "eval": eval_crops}, eval_fraction, seed, codec):
+        with torch.inference_mode():
+            y_value = codec._analysis(crop, 0).astype(np.float64) * codec._gain(header.quality, decoder=False)
+        sets[side].append((np.stack([symbols, y_value - mean, index]).astype(np.float32), header.quality))
     if not sets["train"]:
         raise ValueError(f"no training photos of at least {CROP}x{CROP} in {root}")
     return {side: (torch.tensor(np.stack([a for a, _ in items])) if items

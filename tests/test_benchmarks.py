@@ -510,3 +510,27 @@ def test_versus_times_two_checkouts_in_turns(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/versus.py", str(tmp_path), str(tmp_path / "a.png")],
                           capture_output=True, text=True, cwd=root, timeout=120)
     assert proc.returncode == 2 and "is not a vaez checkout" in proc.stderr
+
+
+def test_channel_context_experiment_runs_both_designs(tmp_path, capsys):
+    """benchmarks/channel_context.py on a few small photos: latents collected once (cached),
+    each design trained a few steps and measured on the held-out crops."""
+    from PIL import Image
+
+    from benchmarks import channel_context
+    from imagegen import natural_image
+
+    for i in range(6):
+        Image.fromarray(natural_image(256, 288, seed=60 + i)).save(tmp_path / f"img{i}.png")
+    cache = tmp_path / "latents.pt"
+    common = [str(tmp_path), "--crops", "4", "--steps", "2", "--eval-fraction", "0.5",
+              "--threads", "1", "--cache", str(cache), "--slices", "8,32"]
+    assert channel_context.main(common + ["--design", "add", "--kernel", "1", "--scale-only"]) == 0
+    assert cache.exists()
+    assert channel_context.main(common + ["--design", "replace"]) == 0
+    out = capsys.readouterr().out
+    for design in ("design add", "design replace"):
+        block = out[out.index(design):]
+        rows = [line for line in block.splitlines() if line.startswith("| ") and "-" in line][:5]
+        whole = [r for r in rows if r.split("|")[2].strip() == "1-100"]
+        assert whole and whole[0].rstrip(" |").endswith("%")   # a measured change
