@@ -17,8 +17,8 @@ keep their meaning.
 
 Bit-exactness: the slices see only integers both sides hold (the earlier slices' symbols,
 clipped, and the integer scale index) and are exported to the fixed point of the other
-probability networks (`integer_slices.py`). Cost on a 768x512 image: about 240
-multiply-accumulates per pixel, a few milliseconds, plus one entropy-decoding call per slice.
+probability networks (`integer_slices.py`). Cost: about 860 multiply-accumulates per pixel
+in float64 (22 ms of a 768x512 decode on two cores), plus one entropy-decoding call per slice.
 """
 from __future__ import annotations
 
