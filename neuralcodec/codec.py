@@ -677,9 +677,8 @@ class Codec:
         tables = checkerboard_half(index, second).reshape(m, -1)
         if slices is None:
             return backend.encode(symbols.ravel(), tables.ravel(), self.weights.y_tables)
+        slices.correct(symbols, tables, anchors=not second)
         channels = slices.channels()
-        for j, own in enumerate(channels[1:], start=1):   # reads only the pre-slice tables
-            tables[own] = slices.index(j, symbols, tables, anchors=not second)
         order = np.concatenate(channels)
         return backend.encode(symbols[order].ravel(), tables[order].ravel(), self.weights.y_tables,
                               pieces=[len(c) * symbols.shape[1] for c in channels])
@@ -693,8 +692,7 @@ class Codec:
         for second in (False, True):
             symbols = checkerboard_half(y_symbols, second).reshape(m, -1)
             tables = checkerboard_half(index, second).reshape(m, -1)
-            for j, own in enumerate(slices.channels()[1:], start=1):
-                tables[own] = slices.index(j, symbols, tables, anchors=not second)
+            slices.correct(symbols, tables, anchors=not second)
             set_checkerboard_half(out, second, tables.reshape(m, index.shape[1], -1))
         return out
 

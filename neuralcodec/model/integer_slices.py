@@ -85,6 +85,13 @@ class IntegerSlices:
         """The latent channels of slices 0, 1, ... (the coding order of a checkerboard half)."""
         return [self.order[start:stop] for start, stop in self.edges]
 
+    def correct(self, symbols: np.ndarray, index: np.ndarray, anchors: bool) -> None:
+        """Every slice's tables at once, where all symbols are known (the encoder): writes the
+        corrected index of slices 1.. into ``index`` (M, n) in place. Each slice reads only the
+        tables before any correction, its own, so the order does not matter."""
+        for j, own in enumerate(self.channels()[1:], start=1):
+            index[own] = self.index(j, symbols, index, anchors)
+
     def index(self, j: int, symbols: np.ndarray, index: np.ndarray, anchors: bool) -> np.ndarray:
         """Corrected scale index (uint8, (channels of slice j, n)) of slice ``j`` >= 1.
 
